@@ -1,0 +1,109 @@
+"""Typed configuration of every pipeline stage.
+
+Defaults are what ``edgekd compress`` uses when an option is not given; the resolved config is
+written into ``report.json`` so that a run can be reproduced exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Preprocessing:
+    """What the device must do to a raw image before the model sees it (recorded in the report)."""
+
+    image_size: int | None = None  # resize to N×N (bilinear, antialiased); None keeps the data's size
+    mean: tuple[float, ...] = (0.5,)  # per channel, applied after scaling to [0, 1]; one value is broadcast
+    std: tuple[float, ...] = (0.5,)  # per channel; one value is broadcast
+    # Filled in by the data loader: "pixel/255 -> resize -> (x - mean) / std", channels, layout.
+    channels: int | None = None  # input channels the model takes (1 grayscale, 3 RGB)
+    layout: str = "NCHW"  # tensor layout fed to every runtime
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["scale"] = "x / 255"
+        d["order"] = ["to_float", "scale", "resize", "normalize"]
+        d["interpolation"] = "bilinear (antialias)"
+        return d
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation: loss = alpha·CE(labels) + (1 − alpha)·T²·KL(teacher ‖ student)."""
+
+    student: str | None = None  # timm model name; None: the target profile's default student
+    epochs: int = 20  # upper bound; early stopping usually ends sooner
+    batch_size: int = 64
+    lr: float = 3e-3  # AdamW, cosine schedule
+    weight_decay: float = 1e-4
+    temperature: float = 4.0  # T: softens both distributions
+    alpha: float = 0.3  # weight of the hard-label CE term
+    patience: int = 4  # epochs without val-AUC improvement before stopping
+    pretrained_student: str | None = None  # optional path to student weights (state_dict) to start from
+
+
+@dataclass
+class PruneConfig:
+    """Structural (channel) pruning with Torch-Pruning's dependency graph."""
+
+    ratio: float = 0.5  # fraction of the student's MACs to remove (0 disables pruning)
+    steps: int = 3  # iterative steps toward the ratio
+    finetune_epochs: int = 2  # distillation epochs after each step
+    importance: str = "magnitude"  # "magnitude" (group L2 norm) or "taylor" (first-order, uses a batch)
+
+
+@dataclass
+class QuantConfig:
+    """INT8 with NNCF: post-training quantization, then quantization-aware fine-tuning."""
+
+    enabled: bool = True
+    calibration_samples: int = 300  # drawn (seeded) from the train split
+    qat_epochs: int = 2  # distillation epochs on the quantized model (0: PTQ only)
+    qat_lr: float = 1e-4
+
+
+@dataclass
+class BenchConfig:
+    """Latency measurement: batch 1, fixed threads, warm-up then timed runs."""
+
+    warmup: int = 20
+    iterations: int = 200
+    threads: int | None = None  # None: the target profile's thread count
+
+
+@dataclass
+class CompressConfig:
+    """Everything one ``edgekd compress`` run needs."""
+
+    target: str = "intel-cpu"
+    out: Path = Path("build")
+    teacher: str | None = None  # path, or "timm:<arch>"; None with data=None: the embedded demo
+    teacher_weights: Path | None = None  # weights for a timm teacher (state_dict .pt or .safetensors)
+    trust_checkpoint: bool = False  # allow loading a pickled nn.Module (runs arbitrary code)
+    data: Path | None = None  # .npz (MedMNIST layout) or an image folder with train/ val/ test/
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    max_auc_drop: float = 0.01  # ship only candidates whose test AUC >= teacher AUC - this
+    seed: int = 0
+    overwrite: bool = False  # replace an existing --out directory
+    max_samples: int | None = None  # cap each split (quick runs and tests); None uses everything
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["preprocessing"] = self.preprocessing.to_dict()
+
+        def _plain(v: Any) -> Any:
+            if isinstance(v, Path):
+                return str(v)
+            if isinstance(v, dict):
+                return {k: _plain(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [_plain(x) for x in v]
+            return v
+
+        return _plain(d)
