@@ -1,0 +1,354 @@
+"""``compress()``: the one library entry point. The CLI's ``edgekd compress`` is a thin wrapper.
+
+The pipeline is a list of small stages, each a function from one artifact to the next:
+
+    resolve inputs → evaluate teacher → baselines → distill → prune → quantize (PTQ, QAT)
+    → lower (ONNX, OpenVINO; each checked against its torch source) → benchmark → ship → report
+
+Every input is validated before anything is written. Work happens in a staging folder next to
+``--out`` that is renamed into place at the end, so a failed run leaves no half-written output.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from . import __version__
+from ._io import size_on_disk
+from .bench.candidates import Candidate, measure, state_dict_bytes
+from .config import CompressConfig
+from .data import Dataset, load_dataset
+from .errors import InputError, NotShippedError
+from .targets import TargetProfile, load_target
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Inputs:
+    """Everything validated before the first file is written."""
+
+    profile: TargetProfile
+    data: Dataset
+    teacher: object  # edgekd.models.Teacher
+    threads: int
+    example: torch.Tensor  # 1×C×H×W from the test split
+
+
+@dataclass
+class Result:
+    report: dict
+    out: Path
+    shipped: Candidate | None
+    candidates: list[Candidate] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
+    """Target, data and teacher, all checked against each other; raises EdgekdError on bad input."""
+    from .models import load_teacher
+
+    profile = load_target(cfg.target)
+    pre = cfg.preprocessing
+    if pre.image_size is None and profile.input_size is not None:
+        pre = replace(pre, image_size=profile.input_size)
+    if cfg.teacher is None and cfg.data is None:
+        from .demo import demo_teacher_and_data
+
+        log("no --teacher/--data: using the embedded demo (synthetic X-ray-like images, not real patients)")
+        data, spec, weights = demo_teacher_and_data(pre, seed=cfg.seed, max_samples=cfg.max_samples, log=log)
+    elif cfg.teacher is None or cfg.data is None:
+        missing = "--teacher" if cfg.teacher is None else "--data"
+        raise InputError(f"{missing} is missing: give both --teacher and --data, or neither to run the embedded demo")
+    else:
+        if cfg.teacher_weights is not None and not Path(cfg.teacher_weights).exists():
+            raise InputError(f"teacher weights {cfg.teacher_weights} do not exist")
+        data = load_dataset(cfg.data, pre, max_samples=cfg.max_samples, seed=cfg.seed)
+        spec, weights = cfg.teacher, cfg.teacher_weights
+    teacher = load_teacher(
+        spec, weights=weights, trust_checkpoint=cfg.trust_checkpoint,
+        in_chans=data.channels, num_classes=data.num_classes,
+    )
+    teacher.check(data.channels, data.num_classes, data.image_size)
+    threads = cfg.bench.threads or profile.threads
+    if cfg.max_auc_drop < 0 or cfg.max_auc_drop > 1:
+        raise InputError(f"--max-auc-drop {cfg.max_auc_drop} must be in [0, 1] (e.g. 0.01)")
+    return Inputs(profile, data, teacher, threads, data.test.images[:1].clone())
+
+
+@contextmanager
+def staging(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A private folder beside ``out``; renamed to ``out`` on success (or on NotShippedError)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise InputError(f"output folder {out} already exists and is not empty: pass --overwrite or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage_dir = out.parent / f".{out.name}.partial-{int(time.time() * 1000)}"
+    stage_dir.mkdir()
+
+    def publish() -> None:
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        stage_dir.rename(out)
+
+    try:
+        yield stage_dir
+    except NotShippedError:
+        publish()  # keep the candidates and the report for inspection
+        raise
+    except BaseException:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+        raise
+    publish()
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def as_numpy(split) -> tuple[np.ndarray, np.ndarray]:
+    return split.images.numpy().astype(np.float32, copy=False), split.labels.numpy()
+
+
+def teacher_baselines(inp: Inputs, work: Path, cfg: CompressConfig, log: Log) -> list[Candidate]:
+    """The teacher as a user would deploy it without edgekd: torch fp32, ORT/OpenVINO fp32, OpenVINO INT8 PTQ."""
+    from .lower import get_backend
+    from .lower.validate import check_agreement
+    from .quantize import calibration_subset
+
+    t, cands = inp.teacher, []
+    onnx_be, ov_be = get_backend("onnxruntime"), get_backend("openvino")
+    tsize = size_on_disk(t.path) if t.path is not None and Path(t.path).is_file() else None
+    params = macs = None
+    if t.module is not None:
+        from .lower.torch import TorchRunner
+        from .models import count_macs, count_params
+
+        params, macs = count_params(t.module), count_macs(t.module, inp.example)
+        cands.append(Candidate("teacher-torch-fp32", "teacher", "torch", "fp32", "baseline",
+                               TorchRunner(t.module, inp.threads), t.path, tsize, params, macs))
+    onnx_path = t.onnx_path
+    if onnx_path is None:
+        onnx_path = work / "baselines" / "teacher-fp32.onnx"
+        onnx_be.export_onnx(t.module, inp.example, onnx_path)
+    ref = cands[0].runner(inp.data.val.images[:64].numpy()) if cands else None
+    ort = onnx_be.OnnxRuntimeRunner(onnx_path, inp.threads, "fp32")
+    c = Candidate("teacher-onnxruntime-fp32", "teacher", "onnxruntime", "fp32", "baseline", ort,
+                  onnx_path, size_on_disk(onnx_path), params, macs, source=cands[0].name if cands else None)
+    if ref is not None:
+        c.agreement = check_agreement(c.name, ref, ort(inp.data.val.images[:64].numpy()), precision="fp32")
+    cands.append(c)
+    ov_xml = ov_be.export_openvino(onnx_path, inp.example, work / "baselines" / "teacher-fp32.xml")
+    cands.append(Candidate("teacher-openvino-fp32", "teacher", "openvino", "fp32", "baseline",
+                           ov_be.OpenVINORunner(ov_xml, inp.threads, "fp32"), ov_xml, size_on_disk(ov_xml),
+                           params, macs, source="teacher-onnxruntime-fp32"))
+    calib = calibration_subset(inp.data.train, cfg.quant.calibration_samples, cfg.seed).numpy()
+    log(f"baseline: OpenVINO INT8 post-training quantization of the teacher ({len(calib)} calibration images)")
+    int8_xml = ov_be.quantize_openvino_ptq(onnx_path, calib, work / "baselines" / "teacher-int8.xml",
+                                           subset_size=len(calib))
+    cands.append(Candidate("teacher-openvino-int8", "teacher", "openvino", "int8", "baseline",
+                           ov_be.OpenVINORunner(int8_xml, inp.threads, "int8"), int8_xml, size_on_disk(int8_xml),
+                           params, macs, source="teacher-onnxruntime-fp32"))
+    return cands
+
+
+def lower_student(model: torch.nn.Module, source: Candidate, precision: str, inp: Inputs, work: Path,
+                  profile_runtimes: tuple[str, ...]) -> list[Candidate]:
+    """Lower one torch student to each CPU runtime, checking every file against ``model``."""
+    from .lower import get_backend
+    from .lower.validate import check_agreement
+
+    check_x = inp.data.test.images.numpy()
+    ref = source.runner(check_x) if len(check_x) <= 512 else source.runner(check_x[:512])
+    check_x = check_x[: len(ref)]
+    stem = f"student-{precision}"
+    onnx_be, ov_be = get_backend("onnxruntime"), get_backend("openvino")
+    export_model = model
+    if precision == "int8":
+        from .quantize import strip_for_export
+
+        export_model = strip_for_export(model, inp.example)
+    onnx_path = onnx_be.export_onnx(export_model, inp.example, work / "models" / f"{stem}.onnx")
+    ort = onnx_be.OnnxRuntimeRunner(onnx_path, inp.threads, precision)
+    cands = [Candidate(f"{stem}-onnxruntime", "lower", "onnxruntime", precision, "student", ort, onnx_path,
+                       size_on_disk(onnx_path), source.params, source.macs, source=source.name)]
+    ov_source = onnx_path if precision == "int8" else model
+    ov_xml = ov_be.export_openvino(ov_source, inp.example, work / "models" / f"{stem}.xml")
+    cands.append(Candidate(f"{stem}-openvino", "lower", "openvino", precision, "student",
+                           ov_be.OpenVINORunner(ov_xml, inp.threads, precision), ov_xml, size_on_disk(ov_xml),
+                           source.params, source.macs, source=source.name))
+    for c in cands:
+        c.agreement = check_agreement(c.name, ref, c.runner(check_x), precision=precision)
+    return cands
+
+
+def choose_shipped(cands: list[Candidate], profile: TargetProfile, teacher_auc: float, max_drop: float
+                   ) -> tuple[Candidate | None, dict]:
+    """The fastest student for the target's runtime whose test AUC ≥ teacher AUC − max_drop."""
+    floor = teacher_auc - max_drop
+    deployable = [c for c in cands if c.role == "student" and c.backend == profile.runtime
+                  and c.precision in profile.precisions and c.latency is not None]
+    eligible = [c for c in deployable if c.metrics is not None and c.metrics.auc >= floor]
+    info = {
+        "rule": f"fastest {profile.runtime} student with test AUC >= teacher AUC - {max_drop}",
+        "teacher_auc": teacher_auc, "min_auc": floor, "max_auc_drop": max_drop,
+        "deployable": [c.name for c in deployable], "eligible": [c.name for c in eligible],
+    }
+    if not eligible:
+        best = max(deployable, key=lambda c: c.metrics.auc, default=None)
+        info["reason"] = (
+            f"no {profile.runtime} candidate reached test AUC {floor:.4f} (teacher {teacher_auc:.4f} − {max_drop}); "
+            + (f"best was {best.name} at {best.metrics.auc:.4f}" if best else "no deployable candidate")
+        )
+        return None, info
+    shipped = min(eligible, key=lambda c: c.latency.p50)
+    info["reason"] = (
+        f"fastest of {len(eligible)} eligible: p50 {shipped.latency.p50:.3f} ms, test AUC {shipped.metrics.auc:.4f} "
+        f"(teacher {teacher_auc:.4f}, floor {floor:.4f})"
+    )
+    return shipped, info
+
+
+def speedups(cands: list[Candidate], shipped: Candidate | None) -> dict:
+    if shipped is None:
+        return {}
+    by = {c.name: c for c in cands}
+    out = {}
+    for base in ("teacher-torch-fp32", "teacher-onnxruntime-fp32", "teacher-openvino-fp32", "teacher-openvino-int8"):
+        b = by.get(base)
+        if b is not None and b.latency is not None:
+            out[f"latency_vs_{base}"] = b.latency.p50 / shipped.latency.p50
+        if b is not None and b.size_bytes and shipped.size_bytes and b.backend != "torch":
+            out[f"size_vs_{base}"] = b.size_bytes / shipped.size_bytes
+    return out
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
+    """Run the whole pipeline. Raises EdgekdError on bad input, NotShippedError when nothing qualifies."""
+    from .distill import TeacherLogits, distill
+    from .lower.torch import TorchRunner
+    from .models import count_macs, count_params, create_student
+    from .prune import prune
+    from .quantize import calibration_subset, quantize_ptq, quantize_qat
+
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    inp = resolve_inputs(cfg, log)
+    data, profile, threads = inp.data, inp.profile, inp.threads
+    student_name = cfg.distill.student or profile.default_student
+    student = create_student(student_name, data.channels, data.num_classes, seed=cfg.seed)
+    stages: dict[str, dict] = {}
+
+    with staging(cfg.out, cfg.overwrite) as work:
+        # 1. evaluate the teacher; its logits are computed once and reused by every stage
+        log(f"[1/6] evaluate teacher ({inp.teacher.format}) on {data.split_sizes()}")
+        tl = TeacherLogits(train=inp.teacher.logits(data.train.images), val=inp.teacher.logits(data.val.images))
+        cands = teacher_baselines(inp, work, cfg, log)
+        # 2. distill
+        log(f"[2/6] distill {student_name} (T={cfg.distill.temperature}, alpha={cfg.distill.alpha})")
+        dres = distill(student, data, tl, cfg.distill, seed=cfg.seed)
+        student = dres.model
+        stages["distill"] = {"student": student_name, "epochs_run": dres.epochs_run,
+                             "best_val_auc": dres.best_val_auc, "history": dres.history}
+        p, m = count_params(student), count_macs(student, inp.example)
+        cands.append(Candidate("student-distilled", "distill", "torch", "fp32", "student",
+                               TorchRunner(student, threads), None, state_dict_bytes(student), p, m))
+        # 3. prune
+        if cfg.prune.ratio > 0:
+            log(f"[3/6] prune {cfg.prune.ratio:.0%} of MACs in {cfg.prune.steps} steps (Torch-Pruning DepGraph)")
+            pres = prune(student, data, tl, cfg.prune, cfg.distill, seed=cfg.seed)
+            student = pres.model
+            stages["prune"] = {"macs_before": pres.macs_before, "macs_after": pres.macs_after,
+                               "params_before": pres.params_before, "params_after": pres.params_after,
+                               "steps": pres.steps}
+            cands.append(Candidate("student-pruned", "prune", "torch", "fp32", "student",
+                                   TorchRunner(student, threads), None, state_dict_bytes(student),
+                                   pres.params_after, pres.macs_after))
+        else:
+            log("[3/6] prune: skipped (--prune-ratio 0)")
+        fp32_source = cands[-1]
+        lowered = lower_student(student, fp32_source, "fp32", inp, work, (profile.runtime,))
+        # 4. quantize: PTQ then QAT with the distillation loss
+        if cfg.quant.enabled and "int8" in profile.precisions:
+            log(f"[4/6] INT8: NNCF post-training quantization ({cfg.quant.calibration_samples} images), "
+                f"then {cfg.quant.qat_epochs} QAT epochs")
+            calib = calibration_subset(data.train, cfg.quant.calibration_samples, cfg.seed)
+            qmodel = quantize_ptq(student, calib)
+            cands.append(Candidate("student-int8-ptq", "quantize", "torch", "int8", "student",
+                                   TorchRunner(qmodel, threads), None, None, fp32_source.params, fp32_source.macs,
+                                   notes=["NNCF fake-quantized torch model (simulated INT8)"]))
+            stage_q = {"calibration_samples": len(calib), "qat_epochs": cfg.quant.qat_epochs}
+            if cfg.quant.qat_epochs > 0:
+                qres = quantize_qat(qmodel, data, tl, cfg.quant, cfg.distill, seed=cfg.seed)
+                qmodel = qres.model
+                stage_q.update(best_val_auc=qres.best_val_auc, history=qres.history)
+                cands.append(Candidate("student-int8-qat", "quantize", "torch", "int8", "student",
+                                       TorchRunner(qmodel, threads), None, None, fp32_source.params,
+                                       fp32_source.macs, notes=["NNCF fake-quantized torch model (simulated INT8)"]))
+            stages["quantize"] = stage_q
+            # 5. lower INT8
+            log("[5/6] lower to ONNX and OpenVINO (fp32 and INT8), each checked against its torch source")
+            lowered += lower_student(qmodel, cands[-1], "int8", inp, work, (profile.runtime,))
+        else:
+            log("[4/6] quantize: skipped" + (" (target allows no int8)" if cfg.quant.enabled else ""))
+            log("[5/6] lower to ONNX and OpenVINO (fp32), each checked against its torch source")
+        cands += lowered
+        # 6. benchmark every candidate
+        log(f"[6/6] benchmark {len(cands)} candidates (batch 1, {threads} threads)")
+        val, test = as_numpy(data.val), as_numpy(data.test)
+        for c in cands:
+            measure(c, val, test, cfg.bench, threads)
+        teacher_c = cands[0]
+        shipped, ship_info = choose_shipped(cands, profile, teacher_c.metrics.auc, cfg.max_auc_drop)
+        ship_info["teacher_candidate"] = teacher_c.name
+        report = build_report(cfg, inp, cands, shipped, ship_info, stages, work, time.perf_counter() - t0)
+        from .bench.report import write_report
+
+        write_report(report, work)
+        result = Result(report, Path(cfg.out), shipped, cands)
+        if shipped is None:
+            raise NotShippedError(f"nothing shipped: {ship_info['reason']}; candidates and report kept in {cfg.out}")
+    return result
+
+
+def build_report(cfg: CompressConfig, inp: Inputs, cands: list[Candidate], shipped: Candidate | None,
+                 ship_info: dict, stages: dict, work: Path, seconds: float) -> dict:
+    from .bench.machine import machine_info
+    from .bench.report import SCHEMA_VERSION
+
+    d, t = inp.data, inp.teacher
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "edgekd_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": cfg.seed,
+        "target": inp.profile.to_dict(),
+        "teacher": {"spec": t.spec, "path": str(t.path) if t.path else None, "sha256": t.sha256, "format": t.format},
+        "dataset": {
+            "path": str(d.path) if d.path else None, "sha256": d.sha256, "format": d.format,
+            "synthetic": d.format == "synthetic", "num_classes": d.num_classes, "class_names": d.class_names,
+            "channels": d.channels, "image_size": list(d.image_size), "splits": d.split_sizes(),
+        },
+        "preprocessing": d.preprocessing.to_dict(),
+        "machine": machine_info(inp.threads),
+        "config": cfg.to_dict(),
+        "stages": stages,
+        "candidates": [c.to_dict(work) for c in cands],
+        "shipped": shipped.name if shipped else None,
+        "shipping": ship_info,
+        "speedups": speedups(cands, shipped),
+        "seconds": seconds,
+    }

@@ -1,0 +1,102 @@
+"""A candidate is one model the pipeline could ship: where it came from, how it runs, what it scores."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import BenchConfig
+from .metrics import Metrics, evaluate_logits
+
+
+@dataclass
+class Candidate:
+    name: str  # unique, e.g. "student-int8-openvino"
+    stage: str  # teacher | distill | prune | quantize | lower
+    backend: str  # torch | onnxruntime | openvino | tensorrt
+    precision: str  # fp32 | int8 | fp16 | bf16
+    role: str  # "baseline" (the teacher, what a user would otherwise deploy) or "student"
+    runner: Any  # edgekd.lower._base.Runner
+    path: Path | None = None
+    size_bytes: int | None = None
+    params: int | None = None
+    macs: int | None = None
+    agreement: Any = None  # edgekd.lower.validate.Agreement, for lowered models
+    source: str | None = None  # name of the candidate this one was lowered from
+    metrics: Metrics | None = None
+    latency: Any = None  # edgekd.bench.latency.Latency
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self, out: Path | None = None) -> dict:
+        path = self.path
+        if path is not None and out is not None:
+            try:
+                path = path.resolve().relative_to(out.resolve())
+            except ValueError:
+                pass
+        lat = self.latency
+        d = {
+            "name": self.name,
+            "stage": self.stage,
+            "backend": self.backend,
+            "precision": self.precision,
+            "role": self.role,
+            "source": self.source,
+            "path": str(path) if path is not None else None,
+            "size_bytes": self.size_bytes,
+            "params": self.params,
+            "macs": self.macs,
+            "latency_ms": None if lat is None else {
+                "p50": lat.p50, "p90": lat.p90, "p99": lat.p99, "mean": lat.mean,
+                "throughput_ips": lat.throughput, "batch": lat.batch, "iterations": lat.iterations,
+            },
+            "metrics": self.metrics.to_dict() if self.metrics else None,
+            "agreement": None,
+            "runtime_config": getattr(self.runner, "config", None) or None,
+            "notes": self.notes,
+        }
+        if self.agreement is not None:
+            a = self.agreement
+            d["agreement"] = {
+                "source": self.source, "agreement": a.agreement, "max_abs_diff": a.max_abs_diff, "n": a.n,
+                "min_agreement": a.min_agreement, "max_abs_diff_allowed": a.max_abs_diff_allowed, "ok": a.ok,
+            }
+        return d
+
+
+def state_dict_bytes(module: torch.nn.Module) -> int:
+    """Size of the module's weights as torch.save would write them."""
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    return buf.tell()
+
+
+def measure(
+    cand: Candidate,
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    cfg: BenchConfig,
+    threads: int,
+    *,
+    logits_cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> None:
+    """Fill in the candidate's clinical metrics (threshold from val, figures on test) and latency."""
+    from ..lower._base import predict_batched
+    from .latency import measure_latency
+
+    if logits_cache is not None and cand.name in logits_cache:
+        val_logits, test_logits = logits_cache[cand.name]
+    else:
+        val_logits = predict_batched(cand.runner, val[0])
+        test_logits = predict_batched(cand.runner, test[0])
+        if logits_cache is not None:
+            logits_cache[cand.name] = (val_logits, test_logits)
+    cand.metrics = evaluate_logits(test_logits, test[1], val_logits, val[1])
+    cand.latency = measure_latency(
+        cand.runner, test[0][:1], warmup=cfg.warmup, iterations=cfg.iterations, threads=threads,
+        desc=f"latency {cand.name}",
+    )

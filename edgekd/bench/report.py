@@ -1,0 +1,120 @@
+"""report.json → report.md and the terminal table. report.json is the source of every number."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .._io import write_json_atomic, write_text_atomic
+
+SCHEMA_VERSION = 1
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return format(v, spec)
+    return str(v)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _millions(n: int | None) -> str:
+    return "—" if n is None else f"{n / 1e6:.3f} M"
+
+
+TABLE_COLUMNS = ("candidate", "backend", "precision", "AUC", "sens", "spec", "acc", "p50 ms", "p99 ms", "size", "params", "MACs")
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    rows = []
+    for c in report["candidates"]:
+        m, lat = c.get("metrics") or {}, c.get("latency_ms") or {}
+        name = c["name"] + (" ✔ shipped" if c["name"] == report.get("shipped") else "")
+        rows.append([
+            name, c["backend"], c["precision"],
+            _fmt(m.get("auc"), ".4f"), _fmt(m.get("sensitivity")), _fmt(m.get("specificity")), _fmt(m.get("accuracy")),
+            _fmt(lat.get("p50")), _fmt(lat.get("p99")), _size(c.get("size_bytes")),
+            _millions(c.get("params")), _millions(c.get("macs")),
+        ])
+    return rows
+
+
+def rich_table(report: dict):
+    from rich.table import Table
+
+    t = Table(title=f"edgekd · target {report['target']['name']} · test split", show_lines=False)
+    for col in TABLE_COLUMNS:
+        t.add_column(col, justify="left" if col in ("candidate", "backend", "precision") else "right")
+    for c, row in zip(report["candidates"], table_rows(report)):
+        style = "bold green" if c["name"] == report.get("shipped") else ("dim" if c["role"] == "baseline" else None)
+        t.add_row(*row, style=style)
+    return t
+
+
+def markdown(report: dict) -> str:
+    tgt, teacher, ds = report["target"], report["teacher"], report["dataset"]
+    mach, pre, ship = report["machine"], report["preprocessing"], report["shipping"]
+    lines = [
+        f"# edgekd compression report — {tgt['name']}",
+        "",
+        f"- created: {report['created']} (edgekd {report['edgekd_version']}, seed {report['seed']})",
+        f"- teacher: `{teacher['spec']}` ({teacher['format']}, sha256 `{teacher['sha256']}`)",
+        f"- data: `{ds['path']}` ({ds['format']}{', SYNTHETIC' if ds.get('synthetic') else ''}; "
+        f"{ds['num_classes']} classes {ds['class_names']}; image {ds['image_size'][0]}×{ds['image_size'][1]}×{ds['channels']}; "
+        f"splits {ds['splits']}; sha256 `{ds['sha256']}`)",
+        f"- preprocessing (the device must apply exactly this): {' → '.join(pre['order'])}; "
+        f"resize to {pre['image_size'] or 'as is'} ({pre['interpolation']}); mean {pre['mean']}, std {pre['std']}; layout {pre['layout']}",
+        f"- machine: {mach['cpu']} ({', '.join(mach['isa']) or 'no SIMD flags read'}), {mach['threads']} threads, "
+        f"{mach['os']}, Python {mach['python']}",
+        f"- runtimes: {', '.join(f'{k} {v}' for k, v in mach['runtimes'].items())}",
+        "",
+        "## Result",
+        "",
+    ]
+    if report.get("shipped"):
+        lines.append(f"**Shipped: `{report['shipped']}`** — {ship['reason']}")
+    else:
+        lines.append(f"**Nothing shipped** — {ship['reason']}")
+    lines += ["", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(report)]
+    lines += [
+        "",
+        f"Sensitivity and specificity are at the operating point chosen on val (Youden's J); AUC, accuracy and "
+        f"latency are on test. Latency: batch 1, {mach['threads']} threads, "
+        f"{report['config']['bench']['warmup']} warm-up runs then the median/p99 of "
+        f"{report['config']['bench']['iterations']} timed runs.",
+        "",
+        "## Stages",
+        "",
+    ]
+    for name, st in report.get("stages", {}).items():
+        summary = ", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in st.items() if not isinstance(v, (list, dict)))
+        lines.append(f"- **{name}**: {summary}")
+    agreements = [c for c in report["candidates"] if c.get("agreement")]
+    if agreements:
+        lines += ["", "## Lowered models checked against their torch source", "",
+                  "| candidate | source | agreement | max abs logit diff | allowed |", "|---|---|---|---|---|"]
+        for c in agreements:
+            a = c["agreement"]
+            lines.append(f"| {c['name']} | {a.get('source', '')} | {a['agreement']:.2%} | {a['max_abs_diff']:.2e} | "
+                         f"≥ {a['min_agreement']:.1%}, ≤ {a['max_abs_diff_allowed']:.1e} |")
+    rt = [c for c in report["candidates"] if c.get("runtime_config")]
+    if rt:
+        lines += ["", "## Runtime settings used", ""]
+        for c in rt:
+            lines.append(f"- {c['name']}: " + ", ".join(f"{k}={v}" for k, v in c["runtime_config"].items()))
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out: Path) -> None:
+    write_json_atomic(out / "report.json", report)
+    write_text_atomic(out / "report.md", markdown(report))

@@ -1,0 +1,109 @@
+"""``edgekd compress``: one call to :func:`edgekd.api.compress`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import app, fail
+from ..errors import EdgekdError, InputError
+
+
+def _floats(text: Optional[str], option: str) -> Optional[tuple[float, ...]]:
+    if text is None:
+        return None
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"{option} '{text}' must be comma-separated numbers, e.g. 0.5 or 0.485,0.456,0.406") from None
+
+
+@app.command()
+def compress(
+    teacher: Optional[str] = typer.Option(None, help="Teacher: .onnx, TorchScript .pt, torch.export .pt2, a pickled model (needs --trust-checkpoint), or timm:<arch> with --teacher-weights. Omit with --data to run the demo."),
+    data: Optional[Path] = typer.Option(None, help="Dataset: .npz in the MedMNIST layout, or a folder with train/ val/ test/ of class subfolders."),
+    target: str = typer.Option("intel-cpu", help="Target profile (see `edgekd targets list`)."),
+    out: Path = typer.Option(Path("build"), help="Output folder for models and report."),
+    teacher_weights: Optional[Path] = typer.Option(None, help="Weights for a timm teacher (.pt state_dict or .safetensors)."),
+    trust_checkpoint: bool = typer.Option(False, help="Allow unpickling a full nn.Module (can run arbitrary code)."),
+    student: Optional[str] = typer.Option(None, help="Student (timm name); default from the target profile."),
+    image_size: Optional[int] = typer.Option(None, help="Resize images to N×N (bilinear)."),
+    mean: Optional[str] = typer.Option(None, help="Per-channel mean after scaling to [0,1] (default 0.5)."),
+    std: Optional[str] = typer.Option(None, help="Per-channel std (default 0.5)."),
+    epochs: Optional[int] = typer.Option(None, help="Max distillation epochs (default 20, early stopping on val AUC)."),
+    temperature: Optional[float] = typer.Option(None, help="Distillation temperature T (default 4)."),
+    alpha: Optional[float] = typer.Option(None, help="Weight of the label CE term; 1-alpha goes to T²·KL (default 0.3)."),
+    prune_ratio: Optional[float] = typer.Option(None, help="Fraction of the student's MACs to remove (default 0.5; 0 disables)."),
+    prune_steps: Optional[int] = typer.Option(None, help="Iterative pruning steps (default 3)."),
+    qat_epochs: Optional[int] = typer.Option(None, help="Quantization-aware fine-tuning epochs (default 2; 0: PTQ only)."),
+    no_quantize: bool = typer.Option(False, "--no-quantize", help="Skip INT8."),
+    max_auc_drop: float = typer.Option(0.01, help="Ship only candidates with test AUC >= teacher AUC - this."),
+    threads: Optional[int] = typer.Option(None, help="Threads for latency figures (default from the target)."),
+    iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure (default 200)."),
+    max_samples: Optional[int] = typer.Option(None, help="Cap each split to N samples (quick runs)."),
+    seed: int = typer.Option(0, help="Seed for every random choice."),
+    overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table and errors."),
+) -> None:
+    """Distill, prune, quantize, lower and benchmark a student for a target; write report.json/md."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from ..config import CompressConfig, Preprocessing
+
+    console = Console(stderr=True)
+    log = (lambda msg: None) if quiet else (lambda msg: console.print(msg, highlight=False))
+    try:
+        cfg = CompressConfig(target=target, out=out, teacher=teacher, teacher_weights=teacher_weights,
+                             trust_checkpoint=trust_checkpoint, data=data, max_auc_drop=max_auc_drop,
+                             seed=seed, overwrite=overwrite, max_samples=max_samples)
+        pre = Preprocessing(image_size=image_size)
+        if mean is not None:
+            pre = replace(pre, mean=_floats(mean, "--mean"))
+        if std is not None:
+            pre = replace(pre, std=_floats(std, "--std"))
+        cfg.preprocessing = pre
+        _set(cfg.distill, student=student, epochs=epochs, temperature=temperature, alpha=alpha)
+        _set(cfg.prune, ratio=prune_ratio, steps=prune_steps)
+        _set(cfg.quant, qat_epochs=qat_epochs)
+        cfg.quant.enabled = not no_quantize
+        _set(cfg.bench, threads=threads, iterations=iterations)
+        from ..api import compress as run
+
+        result = run(cfg, log=log)
+    except EdgekdError as exc:
+        from ..errors import NotShippedError
+
+        if isinstance(exc, NotShippedError):
+            _print_table(out)
+        raise fail(exc)
+    _print_table(out)
+    rep = result.report
+    sp = rep["speedups"]
+    console.print(f"[bold green]shipped {rep['shipped']}[/] — {rep['shipping']['reason']}", highlight=False)
+    if "latency_vs_teacher-torch-fp32" in sp:
+        console.print(f"  {sp['latency_vs_teacher-torch-fp32']:.1f}× faster than the torch fp32 teacher, "
+                      f"{sp.get('latency_vs_teacher-openvino-int8', float('nan')):.1f}× faster than its OpenVINO INT8 PTQ; "
+                      f"{sp.get('size_vs_teacher-onnxruntime-fp32', float('nan')):.1f}× smaller than its fp32 ONNX",
+                      highlight=False)
+    console.print(f"  report: {out / 'report.md'}  ({rep['seconds']:.0f} s)", highlight=False)
+
+
+def _set(obj, **values) -> None:
+    for k, v in values.items():
+        if v is not None:
+            setattr(obj, k, v)
+
+
+def _print_table(out: Path) -> None:
+    import json
+
+    from rich.console import Console
+
+    from ..bench.report import rich_table
+
+    path = out / "report.json"
+    if path.exists():
+        Console().print(rich_table(json.loads(path.read_text())))

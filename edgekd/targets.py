@@ -1,0 +1,143 @@
+"""Target profiles: what a piece of hardware runs, read from ``targets/*.yaml`` into a typed profile.
+
+A profile says which runtime executes the model, which precisions are allowed, the thread count
+and batch every latency figure uses, the default student, and budgets. Unknown keys and bad
+values fail with the key and the fix, so a typo never silently changes what gets shipped.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import TargetError, did_you_mean
+
+RUNTIMES = ("torch", "onnxruntime", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    name: str  # the name used with --target (file stem)
+    runtime: str  # one of RUNTIMES: what executes the shipped model on the device
+    precisions: tuple[str, ...]  # allowed precisions of the shipped model
+    description: str = ""
+    threads: int = 2  # CPU threads for every latency measurement
+    batch: int = 1  # batch of the latency figures (batch 1 is always measured too)
+    input_size: int | None = None  # model input N×N on the device; None: the data's size
+    default_student: str = "mobilenetv3_small_050"  # timm name used when --student is not given
+    dla_cores: int = 0  # NVIDIA DLA cores available (0: none)
+    gpu_fallback: bool = True  # let layers DLA cannot run fall back to the GPU
+    latency_budget_ms: float | None = None  # batch-1 p50 the shipped model should stay under
+    memory_budget_mb: float | None = None  # memory the runtime session may use on the device
+    hardware: dict[str, Any] = field(default_factory=dict)  # facts about the device (free-form, reported)
+    source: str | None = None  # the file the profile was read from
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["precisions"] = list(self.precisions)
+        return d
+
+
+def targets_dir() -> Path:
+    """``$EDGEKD_TARGETS``, else the repository's ``targets/``, else the copy inside the wheel."""
+    env = os.environ.get("EDGEKD_TARGETS")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "targets", here / "_targets"):
+        if cand.is_dir():
+            return cand
+    raise TargetError("no targets/ directory found: set EDGEKD_TARGETS to the folder holding the *.yaml profiles")
+
+
+def list_targets() -> list[str]:
+    return sorted(p.stem for p in targets_dir().glob("*.yaml"))
+
+
+def load_target(name_or_path: str | os.PathLike) -> TargetProfile:
+    """A profile by name (``intel-cpu``) or by path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise TargetError(f"target profile {p} does not exist")
+        return parse_profile(p.read_text(), source=p)
+    path = targets_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        names = list_targets()
+        raise TargetError(
+            f"unknown target '{name_or_path}'{did_you_mean(str(name_or_path), names)}; "
+            f"known targets: {', '.join(names)} (see `edgekd targets list`)"
+        )
+    return parse_profile(path.read_text(), source=path)
+
+
+_FIELDS = {f.name: f for f in fields(TargetProfile)}
+_REQUIRED = ("name", "runtime", "precisions")
+
+
+def parse_profile(text: str, *, source: str | os.PathLike | None = None) -> TargetProfile:
+    """Validate a profile's YAML text into a :class:`TargetProfile`."""
+    import yaml
+
+    where = f"target profile {source}" if source else "target profile"
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        at = f" at line {line + 1}" if line is not None else ""
+        raise TargetError(f"{where} is not valid YAML{at}: fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise TargetError(f"{where} must be a YAML mapping of keys (name, runtime, precisions, ...)")
+    allowed = [k for k in _FIELDS if k != "source"]
+    for key in raw:
+        if key not in allowed:
+            raise TargetError(
+                f"{where}: unknown key '{key}'{did_you_mean(str(key), allowed)}; allowed keys: {', '.join(allowed)}"
+            )
+    for key in _REQUIRED:
+        if key not in raw:
+            raise TargetError(f"{where}: missing required key '{key}'")
+    v = dict(raw)
+
+    def bad(key: str, expected: str) -> TargetError:
+        return TargetError(f"{where}: '{key}' is {v[key]!r}, expected {expected}")
+
+    if not isinstance(v["name"], str) or not v["name"]:
+        raise bad("name", "a non-empty string")
+    if v["runtime"] not in RUNTIMES:
+        hint = did_you_mean(str(v["runtime"]), RUNTIMES)
+        raise TargetError(f"{where}: runtime '{v['runtime']}' is not one of {', '.join(RUNTIMES)}{hint}")
+    precs = v["precisions"]
+    if isinstance(precs, str):
+        precs = [precs]
+    if not isinstance(precs, list) or not precs:
+        raise bad("precisions", f"a non-empty list of {', '.join(PRECISIONS)}")
+    for prec in precs:
+        if prec not in PRECISIONS:
+            raise TargetError(
+                f"{where}: precision '{prec}' is not one of {', '.join(PRECISIONS)}{did_you_mean(str(prec), PRECISIONS)}"
+            )
+    v["precisions"] = tuple(precs)
+    for key, lo in (("threads", 1), ("batch", 1), ("dla_cores", 0)):
+        if key in v and (not isinstance(v[key], int) or isinstance(v[key], bool) or v[key] < lo):
+            raise bad(key, f"an integer >= {lo}")
+    if v.get("input_size") is not None and (
+        not isinstance(v["input_size"], int) or isinstance(v["input_size"], bool) or not 8 <= v["input_size"] <= 1024
+    ):
+        raise bad("input_size", "null or an integer in [8, 1024]")
+    for key in ("latency_budget_ms", "memory_budget_mb"):
+        if v.get(key) is not None and (
+            not isinstance(v[key], (int, float)) or isinstance(v[key], bool) or v[key] <= 0
+        ):
+            raise bad(key, "null or a positive number")
+    if "gpu_fallback" in v and not isinstance(v["gpu_fallback"], bool):
+        raise bad("gpu_fallback", "true or false")
+    for key in ("description", "default_student"):
+        if key in v and not isinstance(v[key], str):
+            raise bad(key, "a string")
+    if "hardware" in v and not isinstance(v["hardware"], dict):
+        raise bad("hardware", "a mapping of facts (key: value)")
+    v["source"] = str(source) if source else None
+    return TargetProfile(**v)
