@@ -70,7 +70,10 @@ def load_target(name_or_path: str | os.PathLike) -> TargetProfile:
             f"unknown target '{name_or_path}'{did_you_mean(str(name_or_path), names)}; "
             f"known targets: {', '.join(names)} (see `edgekd targets list`)"
         )
-    return parse_profile(path.read_text(), source=path)
+    profile = parse_profile(path.read_text(), source=path)
+    if profile.name != path.stem:
+        raise TargetError(f"target profile {path}: 'name' is '{profile.name}' but the file is {path.name}: make them match")
+    return profile
 
 
 _FIELDS = {f.name: f for f in fields(TargetProfile)}
