@@ -81,8 +81,8 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     )
     teacher.check(data.channels, data.num_classes, data.image_size)
     threads = cfg.bench.threads or profile.threads
-    if cfg.max_auc_drop < 0 or cfg.max_auc_drop > 1:
-        raise InputError(f"--max-auc-drop {cfg.max_auc_drop} must be in [0, 1] (e.g. 0.01)")
+    if not -1 <= cfg.max_auc_drop <= 1:
+        raise InputError(f"--max-auc-drop {cfg.max_auc_drop} must be in [-1, 1] (e.g. 0.01; negative: must beat the teacher)")
     return Inputs(profile, data, teacher, threads, data.test.images[:1].clone())
 
 

@@ -1,0 +1,199 @@
+"""Structural channel pruning to a MACs budget, with distillation fine-tuning between steps.
+
+A thin layer over Torch-Pruning (DepGraph): its dependency graph finds the channels that must
+go together (residual adds, depthwise convs, squeeze-excite blocks) and removes them for real,
+so the pruned model is a smaller dense model that any runtime speeds up. What edgekd adds is
+the schedule: Torch-Pruning is driven by a channel ratio, the user asks for a MACs budget, so
+each step searches the channel ratio whose result lands just under that step's MACs target.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..config import DistillConfig, PruneConfig
+from ..data._base import Dataset
+from ..distill.loss import kd_loss
+from ..distill.trainer import TeacherLogits, _device_of, distill
+from ..errors import EdgekdError, InputError, did_you_mean
+from ..models.stats import count_macs, count_params
+
+IMPORTANCE = ("magnitude", "taylor")  # allowed PruneConfig.importance values
+MAX_RATIO = 0.95  # PruneConfig.ratio must be below this
+MACS_TOLERANCE = 0.02  # a step is done when its MACs are in [(1 - tol)·target, target]
+MAX_TRIALS = 12  # channel-ratio trials per step before taking the closest one under target
+MIN_STEP = 0.005  # smallest change of the channel ratio between two trials
+
+
+@dataclass
+class PruneResult:
+    model: torch.nn.Module  # pruned and fine-tuned, in eval mode
+    params_before: int
+    params_after: int
+    macs_before: int  # one forward pass on a 1×C×H×W input
+    macs_after: int
+    steps: list[dict]  # per step: {"step", "macs", "params", "val_auc", "target_macs", "channel_ratio"}
+    target_macs: int = 0  # (1 − ratio)·macs_before
+
+
+@dataclass
+class _Trial:
+    ratio: float
+    model: torch.nn.Module
+    macs: int
+
+
+def prune(
+    model: torch.nn.Module,
+    data: Dataset,
+    teacher_logits: TeacherLogits,
+    cfg: PruneConfig,
+    distill_cfg: DistillConfig,
+    *,
+    seed: int = 0,
+) -> PruneResult:
+    """Remove channels until the model's MACs are ``(1 − cfg.ratio)`` of what they were.
+
+    ``cfg.steps`` steps, each targeting MACs linearly interpolated toward the final budget,
+    each followed by ``cfg.finetune_epochs`` epochs of distillation (no early stopping) so the
+    next step ranks channels of a recovered model. The classifier keeps its outputs. The
+    returned model is a new object when pruning happened; the input model is left unchanged.
+    """
+    _check_config(cfg)
+    example = data.train.images[:1].to(_device_of(model))
+    macs0, params0 = count_macs(model, example), count_params(model)
+    if cfg.ratio == 0:
+        model.eval()
+        return PruneResult(model, params0, params0, macs0, macs0, [], macs0)
+
+    classifier = _classifier_of(model)
+    classifier_name = next(n for n, m in model.named_modules() if m is classifier)
+    steps: list[dict] = []
+    for k in range(1, cfg.steps + 1):
+        target = int(round(macs0 * (1.0 - cfg.ratio * k / cfg.steps)))
+        taylor = cfg.importance == "taylor"
+        grads = _taylor_grads(model, data, teacher_logits, distill_cfg, seed + k) if taylor else None
+        trial = _prune_to(model, example, target, classifier_name, cfg.importance, grads)
+        _check_outputs(trial.model, example, data.num_classes)
+        tuned = distill(trial.model, data, teacher_logits, distill_cfg, epochs=cfg.finetune_epochs,
+                        patience=cfg.finetune_epochs + 1, seed=seed + k, desc=f"prune {k}/{cfg.steps} fine-tune")
+        model = tuned.model
+        steps.append({"step": k, "macs": trial.macs, "params": count_params(model), "val_auc": tuned.best_val_auc,
+                      "target_macs": target, "channel_ratio": round(trial.ratio, 4)})
+    model.eval()
+    return PruneResult(model, params0, count_params(model), macs0, steps[-1]["macs"], steps, steps[-1]["target_macs"])
+
+
+def _prune_to(model: torch.nn.Module, example: torch.Tensor, target: int, classifier_name: str,
+              importance: str, grads: dict[str, torch.Tensor] | None) -> _Trial:
+    """Search the uniform channel ratio whose pruned copy has MACs just under ``target``.
+
+    MACs shrink roughly with (1 − r)² when every layer keeps a fraction 1 − r of its channels,
+    so each trial predicts the next ratio from that law, kept inside the bracket of ratios
+    already known to be too weak / strong enough (a safeguarded Newton search on a step function).
+    """
+    current = count_macs(model, example)
+    if current <= target:
+        return _Trial(0.0, copy.deepcopy(model), current)
+    lo, best = 0.0, None  # lo: largest ratio known to leave MACs above target
+    r = 1.0 - math.sqrt(target / current)
+    for _ in range(MAX_TRIALS):
+        trial = _prune_copy(model, example, r, classifier_name, importance, grads)
+        above = trial.macs > target
+        if above:
+            lo = max(lo, r)
+        elif best is None or trial.macs > best.macs:
+            best = trial
+        if not above and trial.macs >= (1.0 - MACS_TOLERANCE) * target:
+            return trial
+        hi = best.ratio if best is not None else MAX_RATIO
+        guess = 1.0 - (1.0 - r) * math.sqrt(target / trial.macs)
+        # MACs are a step function of r: always move by at least MIN_STEP, or the search stalls on a flat
+        guess = max(guess, r + MIN_STEP) if above else min(guess, r - MIN_STEP)
+        r = guess if lo < guess < hi else (lo + hi) / 2.0
+    if best is None:
+        trial = _prune_copy(model, example, MAX_RATIO, classifier_name, importance, grads)
+        warnings.warn(f"pruning could not reach {target} MACs (stopped at {trial.macs}): some layers are "
+                      "down to one channel; lower --prune-ratio", RuntimeWarning, stacklevel=3)
+        return trial
+    return best
+
+
+def _prune_copy(model: torch.nn.Module, example: torch.Tensor, ratio: float, classifier_name: str,
+                importance: str, grads: dict[str, torch.Tensor] | None) -> _Trial:
+    """A deep copy of ``model`` with a fraction ``ratio`` of every prunable layer's channels removed."""
+    import torch_pruning as tp
+
+    pruned = copy.deepcopy(model).eval()
+    if grads is not None:  # deepcopy drops .grad; Taylor importance reads it
+        for name, p in pruned.named_parameters():
+            p.grad = grads[name].clone() if name in grads else None
+    scorer: Callable = tp.importance.GroupTaylorImportance() if importance == "taylor" \
+        else tp.importance.GroupMagnitudeImportance(p=2)
+    pruner = tp.pruner.BasePruner(
+        pruned, example, scorer, pruning_ratio=float(ratio), iterative_steps=1, global_pruning=False,
+        ignored_layers=[pruned.get_submodule(classifier_name)],
+    )
+    pruner.step()
+    pruned.zero_grad(set_to_none=True)
+    return _Trial(float(ratio), pruned, count_macs(pruned, example))
+
+
+def _taylor_grads(model: torch.nn.Module, data: Dataset, teacher: TeacherLogits, cfg: DistillConfig,
+                  seed: int) -> dict[str, torch.Tensor]:
+    """Gradients of the KD loss on one seeded training batch (eval mode: BN statistics untouched)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data.train), generator=g)[: max(cfg.batch_size, 2)]
+    was_training = model.training
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    try:
+        dev = _device_of(model)
+        x, t, y = data.train.images[idx].to(dev), teacher.train[idx].float().to(dev), data.train.labels[idx].to(dev)
+        loss = kd_loss(model(x), t, y, temperature=cfg.temperature, alpha=cfg.alpha)
+        loss.backward()
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return grads
+
+
+def _classifier_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The layer that produces the logits: timm's ``get_classifier()``, else the last Linear/Conv."""
+    get = getattr(model, "get_classifier", None)
+    if callable(get):
+        head = get()
+        if isinstance(head, torch.nn.Module) and any(True for _ in head.parameters()):
+            return head
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    if not layers:
+        raise InputError(f"cannot prune {type(model).__name__}: it has no Linear or Conv2d layer")
+    return layers[-1]
+
+
+def _check_outputs(model: torch.nn.Module, example: torch.Tensor, k: int) -> None:
+    with torch.no_grad():
+        out = model.eval()(example.repeat(2, 1, 1, 1))
+    if out.shape != (2, k):
+        raise EdgekdError(f"pruning changed the model's output to {tuple(out.shape)} (expected (2, {k})): "
+                          "report this model architecture as a bug, or run with --prune-ratio 0")
+
+
+def _check_config(cfg: PruneConfig) -> None:
+    r = cfg.ratio
+    if not isinstance(r, (int, float)) or not math.isfinite(r) or not 0.0 <= r < MAX_RATIO:
+        raise InputError(f"prune ratio (fraction of MACs to remove) must be in [0, {MAX_RATIO}), got {r!r}: "
+                         "try 0.5, or 0 to skip pruning")
+    if not isinstance(cfg.steps, int) or cfg.steps < 1:
+        raise InputError(f"prune steps must be an integer >= 1, got {cfg.steps!r}")
+    if not isinstance(cfg.finetune_epochs, int) or cfg.finetune_epochs < 0:
+        raise InputError(f"prune fine-tune epochs must be an integer >= 0, got {cfg.finetune_epochs!r}")
+    if cfg.importance not in IMPORTANCE:
+        raise InputError(f"unknown prune importance '{cfg.importance}'{did_you_mean(cfg.importance, IMPORTANCE)}: "
+                         f"use one of {', '.join(IMPORTANCE)}")

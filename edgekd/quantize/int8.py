@@ -1,0 +1,101 @@
+"""INT8 with NNCF: post-training quantization, quantization-aware fine-tuning, export preparation.
+
+NNCF 3.4 quantizes a torch model by inserting hooks (fake-quantize ops with trainable scales),
+so the quantized model is still an ``nn.Module`` that trains like any other (QAT reuses the
+distillation loop). The PERFORMANCE preset makes every quantizer symmetric: zero points are 0
+in the exported QDQ ONNX, as TensorRT requires. Weights are int8 per channel; activations NNCF
+knows are non-negative (after ReLU) become uint8 with zero point 0, the others int8.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from ..config import DistillConfig, QuantConfig
+from ..data._base import Dataset, Split
+from ..distill.trainer import DistillResult, TeacherLogits, distill
+from ..errors import InputError
+
+
+class _SequentialWrapper(torch.nn.Module):
+    """NNCF adds a hook-storage submodule to the model; ``nn.Sequential`` would call it as a layer."""
+
+    def __init__(self, inner: torch.nn.Sequential) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def calibration_subset(split: Split, n: int, seed: int) -> torch.Tensor:
+    """A seeded random subset of at most ``n`` images of ``split`` (N×C×H×W), for PTQ calibration."""
+    if not isinstance(n, int) or n < 1:
+        raise InputError(f"calibration samples must be an integer >= 1, got {n!r}: try 300")
+    if len(split) == 0:
+        raise InputError("cannot calibrate INT8 on an empty split: give a dataset with training images")
+    return split.subset(n, seed).images
+
+
+def quantize_ptq(
+    model: torch.nn.Module, calibration: torch.Tensor, *, subset_size: int | None = None
+) -> torch.nn.Module:
+    """Post-training INT8 quantization of a copy of ``model`` (the fp32 model is left untouched).
+
+    ``calibration`` is N×C×H×W preprocessed images, fed one at a time (batch 1 gives NNCF's
+    range statistics per sample, as it expects); ``subset_size`` caps how many are used (all
+    of them by default). Returns NNCF's quantized torch model in eval mode.
+    """
+    import nncf
+
+    if not isinstance(calibration, torch.Tensor) or calibration.ndim != 4 or len(calibration) == 0:
+        shape = tuple(calibration.shape) if isinstance(calibration, torch.Tensor) else type(calibration).__name__
+        raise InputError(f"calibration data must be a non-empty N×C×H×W tensor, got {shape}")
+    if subset_size is not None and (not isinstance(subset_size, int) or subset_size < 1):
+        raise InputError(f"calibration subset size must be an integer >= 1, got {subset_size!r}")
+    n = len(calibration) if subset_size is None else min(subset_size, len(calibration))
+    fp32 = copy.deepcopy(model).eval()
+    if isinstance(fp32, torch.nn.Sequential):
+        fp32 = _SequentialWrapper(fp32).eval()
+    samples = list(calibration[:n].float().split(1))
+    quantized = nncf.quantize(
+        fp32, nncf.Dataset(samples), preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=n
+    )
+    return quantized.eval()
+
+
+def quantize_qat(
+    qmodel: torch.nn.Module,
+    data: Dataset,
+    teacher_logits: TeacherLogits,
+    cfg: QuantConfig,
+    distill_cfg: DistillConfig,
+    *,
+    seed: int = 0,
+) -> DistillResult:
+    """Quantization-aware fine-tuning: distillation on the quantized model (weights and scales).
+
+    ``cfg.qat_epochs`` epochs at ``cfg.qat_lr`` with the distillation config's loss, batch size
+    and patience; the PTQ starting point counts as a candidate, so QAT never returns a model
+    worse on val than PTQ. ``qat_epochs == 0`` only measures the PTQ model's val AUC.
+    """
+    if not isinstance(cfg.qat_epochs, int) or cfg.qat_epochs < 0:
+        raise InputError(f"QAT epochs must be an integer >= 0, got {cfg.qat_epochs!r}")
+    if not isinstance(cfg.qat_lr, (int, float)) or not cfg.qat_lr > 0:
+        raise InputError(f"QAT learning rate must be > 0, got {cfg.qat_lr!r}: try 1e-4")
+    return distill(qmodel, data, teacher_logits, distill_cfg, epochs=cfg.qat_epochs, lr=cfg.qat_lr,
+                   seed=seed, desc="qat")
+
+
+def strip_for_export(qmodel: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
+    """A copy of an NNCF-quantized model with its fake-quantizers turned into native torch ops.
+
+    ``torch.onnx.export(stripped, example, dynamo=False, opset_version>=13)`` then writes
+    standard QuantizeLinear/DequantizeLinear pairs that ONNX Runtime and TensorRT read, instead
+    of NNCF's custom FakeQuantize nodes (the dynamo exporter fails on NNCF models).
+    """
+    import nncf
+
+    stripped = nncf.strip(qmodel, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example)
+    return stripped.eval()
