@@ -1,0 +1,108 @@
+"""Numeric validation: does an exported model compute what its torch source computes?
+
+Both sides are logits on the same real (preprocessed) inputs. Two figures are compared
+against a tolerance chosen by the precision of the candidate:
+
+| precision | min top-1 agreement | max abs(delta logit) allowed | near-tie flips       |
+|-----------|---------------------|------------------------------|----------------------|
+| fp32      | 0.999               | 1e-3 * s                     | forgiven (see below) |
+| bf16/fp16 | 0.99                | 0.05 * s                     | counted              |
+| int8      | 0.97                | 0.15 * s                     | counted              |
+
+with ``s = max(1, max abs(reference))``. Measured here on timm mobilenetv3_small_050,
+resnet10t and efficientnet_b0 (1 channel, 32×32, 512 inputs, briefly trained and untrained):
+ONNX Runtime / OpenVINO fp32 vs torch: max abs(delta) <= 2.5e-6 * s, agreement 1.0;
+OpenVINO bf16 vs torch fp32: <= 0.011 * s, agreement >= 0.996; ONNX Runtime QDQ INT8 and
+OpenVINO INT8 vs the NNCF fake-quant torch model: <= 0.055 * s, agreement >= 0.984.
+The bounds leave about 3x (int8), 5x (bf16) and 400x (fp32) of headroom over those figures.
+
+For fp32, a flip between two classes whose reference logits are within the allowed
+abs(delta) of each other is a numerical tie, not a disagreement, and counts as agreeing (an
+untrained model's near-equal logits would otherwise fail an exact export). For lower
+precisions every flip counts: that is the effect being checked.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import InputError, LoweringError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    min_agreement: float  # fraction of inputs whose top-1 class must match
+    rel_max_abs_diff: float  # allowed max abs(delta logit), times max(1, max abs(reference))
+    forgive_ties: bool  # a flip between classes within the allowed delta counts as agreeing
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(0.999, 1e-3, True),
+    "bf16": Tolerance(0.99, 0.05, False),
+    "fp16": Tolerance(0.99, 0.05, False),
+    "int8": Tolerance(0.97, 0.15, False),
+}
+
+
+@dataclass
+class Agreement:
+    name: str  # what was checked, e.g. "student int8 onnxruntime"
+    agreement: float  # fraction of inputs with the same top-1 class (ties forgiven for fp32)
+    max_abs_diff: float  # max over inputs and classes of abs(candidate - reference)
+    n: int  # number of inputs compared
+    ok: bool  # both figures within tolerance
+    min_agreement: float  # the tolerance applied
+    max_abs_diff_allowed: float  # the tolerance applied (absolute, already scaled)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"agreement {100 * self.agreement:.1f} % (min {100 * self.min_agreement:.1f} %), "
+                f"max |Δlogit| {self.max_abs_diff:.3g} (max {self.max_abs_diff_allowed:.3g}), n={self.n}")
+
+
+def check_agreement(name: str, reference: np.ndarray, candidate: np.ndarray, *,
+                    precision: str, strict: bool = True) -> Agreement:
+    """Compare ``candidate`` logits with ``reference`` logits (both N×K, same inputs).
+
+    Raises LoweringError on a shape mismatch or non-finite values, and, when ``strict``,
+    when the candidate is outside the tolerance for ``precision`` (table in the module doc).
+    """
+    if precision not in TOLERANCES:
+        raise InputError(f"unknown precision '{precision}'{did_you_mean(precision, TOLERANCES)}; "
+                         f"use one of {', '.join(TOLERANCES)}")
+    tol = TOLERANCES[precision]
+    ref, cand = _as_logits(name, reference, candidate)
+    allowed = tol.rel_max_abs_diff * max(1.0, float(np.abs(ref).max()))
+    max_abs_diff = float(np.abs(cand - ref).max())
+    agreement = _agreement(ref, cand, tie=2 * allowed if tol.forgive_ties else 0.0)
+    ok = agreement >= tol.min_agreement and max_abs_diff <= allowed
+    result = Agreement(name, agreement, max_abs_diff, len(ref), ok, tol.min_agreement, allowed)
+    if strict and not ok:
+        raise LoweringError(
+            f"{name} disagrees with its torch source: agreement {100 * agreement:.1f} % "
+            f"(min {100 * tol.min_agreement:g} %), max |Δlogit| {max_abs_diff:.3g} "
+            f"(max {allowed:.3g} at {precision}); re-export it or check the runtime's precision settings"
+        )
+    return result
+
+
+def _as_logits(name: str, reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != cand.shape or ref.ndim != 2 or ref.shape[0] == 0:
+        raise LoweringError(f"{name}: logits shape {cand.shape} does not match its torch source's {ref.shape} "
+                            f"(both must be N×K with N > 0)")
+    for side, arr in (("torch source", ref), ("candidate", cand)):
+        if not np.isfinite(arr).all():
+            raise LoweringError(f"{name}: the {side} produced NaN or infinite logits")
+    return ref, cand
+
+
+def _agreement(ref: np.ndarray, cand: np.ndarray, tie: float) -> float:
+    """Fraction of rows where the candidate's top class is (within ``tie``) the reference's top."""
+    picked = cand.argmax(axis=1)
+    gap = ref.max(axis=1) - ref[np.arange(len(ref)), picked]
+    return float((gap <= tie).mean())
