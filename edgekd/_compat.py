@@ -49,3 +49,28 @@ def require(module: str, *, extra: str | None = None, purpose: str = "") -> Modu
         hint = f"pip install 'edgekd[{extra}]'" if extra else f"pip install {module}"
         why = f" (needed {purpose})" if purpose else ""
         raise MissingDependencyError(f"'{module}' is not installed{why}: {hint}. [{exc}]") from exc
+
+
+def quiet_third_party() -> None:
+    """Silence known-harmless library chatter in the CLI (tracer and deprecation warnings).
+
+    Only the command line calls this; library users keep their own warning/logging settings.
+    """
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*Converting a tensor to a Python.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from torch.jit import TracerWarning
+
+        warnings.filterwarnings("ignore", category=TracerWarning)
+    except ImportError:  # pragma: no cover
+        pass
+    class _WarningsAndUp(logging.Filter):  # survives libraries resetting their logger level on import
+        def filter(self, record: logging.LogRecord) -> bool:
+            return record.levelno >= logging.ERROR
+
+    for name in ("torch.utils._pytree", "torch.onnx", "nncf", "torch._dynamo", "torchao"):
+        logging.getLogger(name).addFilter(_WarningsAndUp())

@@ -30,6 +30,7 @@ class Candidate:
     metrics: Metrics | None = None
     latency: Any = None  # edgekd.bench.latency.Latency
     notes: list[str] = field(default_factory=list)
+    timed: bool = True  # False for simulated models (NNCF fake-quant in torch): metrics only, no latency
 
     def to_dict(self, out: Path | None = None) -> dict:
         path = self.path
@@ -96,6 +97,8 @@ def measure(
         if logits_cache is not None:
             logits_cache[cand.name] = (val_logits, test_logits)
     cand.metrics = evaluate_logits(test_logits, test[1], val_logits, val[1])
+    if not cand.timed:
+        return
     cand.latency = measure_latency(
         cand.runner, test[0][:1], warmup=cfg.warmup, iterations=cfg.iterations, threads=threads,
         desc=f"latency {cand.name}",

@@ -51,8 +51,10 @@ def compress(
 
     from rich.console import Console
 
+    from .._compat import quiet_third_party
     from ..config import CompressConfig, Preprocessing
 
+    quiet_third_party()
     console = Console(stderr=True)
     log = (lambda msg: None) if quiet else (lambda msg: console.print(msg, highlight=False))
     try:
@@ -106,4 +108,6 @@ def _print_table(out: Path) -> None:
 
     path = out / "report.json"
     if path.exists():
-        Console().print(rich_table(json.loads(path.read_text())))
+        console = Console()
+        console.width = max(console.width, 150)  # a 12-column table is unreadable at 80
+        console.print(rich_table(json.loads(path.read_text())))
