@@ -10,6 +10,7 @@ Every input is validated before anything is written. Work happens in a staging f
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -81,7 +82,8 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
         in_chans=data.channels, num_classes=data.num_classes,
     )
     teacher.check(data.channels, data.num_classes, data.image_size)
-    threads = cfg.bench.threads or profile.threads
+    # the profile's thread count is the device's; the host never oversubscribes its own cores
+    threads = cfg.bench.threads or min(profile.threads, os.cpu_count() or 1)
     if not -1 <= cfg.max_auc_drop <= 1:
         raise InputError(f"--max-auc-drop {cfg.max_auc_drop} must be in [-1, 1] (e.g. 0.01; negative: must beat the teacher)")
     return Inputs(profile, data, teacher, threads, data.test.images[:1].clone())
@@ -199,12 +201,53 @@ def lower_student(model: torch.nn.Module, source: Candidate, precision: str, inp
     return cands
 
 
+def lower_for_tensorrt(inp: Inputs, lowered: list[Candidate], work: Path) -> list[Candidate]:
+    """Candidates for a TensorRT target: the ONNX files the device builds its engine from.
+
+    TensorRT cannot run on the host, so each candidate's accuracy is measured with ONNX Runtime on
+    exactly the ONNX file the engine is built from (fp32 ONNX for FP16/FP32 engines; the INT8 Q/DQ
+    ONNX rewritten for TensorRT's explicit quantization for INT8 engines); its latency comes from
+    the device runner (``edgekd report --merge``).
+    """
+    from .lower import get_backend
+    from .lower._base import predict_batched
+    from .lower.tensorrt import check_tensorrt_qdq, to_tensorrt_qdq
+    from .lower.validate import check_agreement
+
+    profile = inp.profile
+    by = {c.backend + "-" + c.precision: c for c in lowered}
+    onnx_be = get_backend("onnxruntime")
+    out = []
+    for prec in profile.precisions:
+        note = (f"engine built on the device (TensorRT {profile.tensorrt}, {prec.upper()}); host figures are "
+                "ONNX Runtime on the same ONNX file; latency comes from the device runner")
+        if prec in ("fp16", "fp32") and "onnxruntime-fp32" in by:
+            src = by["onnxruntime-fp32"]
+            out.append(Candidate(f"student-{prec}-tensorrt", "lower", "tensorrt", prec, "student", src.runner,
+                                 src.path, src.size_bytes, src.params, src.macs, agreement=src.agreement,
+                                 source=src.source, timed=False, notes=[note]))
+        elif prec == "int8" and "onnxruntime-int8" in by:
+            src = by["onnxruntime-int8"]
+            path = to_tensorrt_qdq(src.path, work / "models" / "student-int8-tensorrt.onnx")
+            check_tensorrt_qdq(path)
+            runner = onnx_be.OnnxRuntimeRunner(path, inp.threads, "int8")
+            x = inp.data.test.images.numpy()[:512]
+            agreement = check_agreement("student-int8-tensorrt", predict_batched(src.runner, x),
+                                        predict_batched(runner, x), precision="int8")
+            out.append(Candidate("student-int8-tensorrt", "lower", "tensorrt", "int8", "student", runner, path,
+                                 size_on_disk(path), src.params, src.macs, agreement=agreement,
+                                 source=src.name, timed=False,
+                                 notes=[note, "uint8 activation Q/DQ rewritten to symmetric int8 for TensorRT"]))
+    return out
+
+
 def choose_shipped(cands: list[Candidate], profile: TargetProfile, teacher_auc: float, max_drop: float
                    ) -> tuple[Candidate | None, dict]:
     """The fastest student for the target's runtime whose test AUC ≥ teacher AUC − max_drop."""
     floor = teacher_auc - max_drop
+    device_built = profile.runtime == "tensorrt"  # engines are built and timed on the device only
     deployable = [c for c in cands if c.role == "student" and c.backend == profile.runtime
-                  and c.precision in profile.precisions and c.latency is not None]
+                  and c.precision in profile.precisions and (c.latency is not None or device_built)]
     eligible = [c for c in deployable if c.metrics is not None and c.metrics.auc >= floor]
     info = {
         "rule": f"fastest {profile.runtime} student with test AUC >= teacher AUC - {max_drop}",
@@ -218,6 +261,17 @@ def choose_shipped(cands: list[Candidate], profile: TargetProfile, teacher_auc: 
             + (f"best was {best.name} at {best.metrics.auc:.4f}" if best else "no deployable candidate")
         )
         return None, info
+    if device_built:
+        order = list(profile.precisions)
+        shipped = min(eligible, key=lambda c: order.index(c.precision))
+        info["rule"] = (f"{profile.runtime} engines cannot be built or timed on the host: the first precision in the "
+                        f"profile's order {order} whose test AUC >= teacher AUC - {max_drop}")
+        info["reason"] = (
+            f"{shipped.precision} is the profile's preferred precision among {len(eligible)} eligible; test AUC "
+            f"{shipped.metrics.auc:.4f} (teacher {teacher_auc:.4f}, floor {floor:.4f}) measured with ONNX Runtime "
+            f"on the file the engine is built from; device latency: run the bundle's runner and `edgekd report --merge`"
+        )
+        return shipped, info
     shipped = min(eligible, key=lambda c: c.latency.p50)
     info["reason"] = (
         f"fastest of {len(eligible)} eligible: p50 {shipped.latency.p50:.3f} ms, test AUC {shipped.metrics.auc:.4f} "
@@ -313,6 +367,8 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
         else:
             log("[4/6] quantize: skipped" + (" (target allows no int8)" if cfg.quant.enabled else ""))
             log("[5/6] lower to ONNX and OpenVINO (fp32), each checked against its torch source")
+        if profile.runtime == "tensorrt":
+            lowered += lower_for_tensorrt(inp, lowered, work)
         cands += lowered
         # 6. benchmark every candidate
         log(f"[6/6] benchmark {len(cands)} candidates (batch 1, {threads} threads)")
@@ -325,7 +381,15 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
         report = build_report(cfg, inp, cands, shipped, ship_info, stages, work, time.perf_counter() - t0)
         from .bench.report import write_report
 
+        if shipped is not None:
+            from .bundle import finish_bundle, write_bundle
+
+            shipped_d = next(c for c in report["candidates"] if c["name"] == shipped.name)
+            bundle = write_bundle(work, shipped_d, data, profile, cfg.seed)
+            report["bundle"] = {"path": "bundle", "files": sorted(p.name for p in bundle.iterdir())}
         write_report(report, work)
+        if shipped is not None:
+            finish_bundle(bundle, report)
         result = Result(report, Path(cfg.out), shipped, cands)
         if shipped is None:
             raise NotShippedError(f"nothing shipped: {ship_info['reason']}; candidates and report kept in {cfg.out}")

@@ -33,16 +33,17 @@ def demo_teacher_and_data(
 
     data = load_synthetic(pre, seed=seed, max_samples=max_samples)
     h, w = data.image_size
-    weights = cache_dir() / f"demo-teacher-{DEMO_ARCH}-{h}x{w}-seed{seed}-v{DEMO_VERSION}.safetensors"
+    n = len(data.train)  # a capped quick run trains (and caches) its own, smaller teacher
+    weights = cache_dir() / f"demo-teacher-{DEMO_ARCH}-{h}x{w}-n{n}-seed{seed}-v{DEMO_VERSION}.safetensors"
     if not weights.exists():
-        log(f"demo: training the demo teacher ({DEMO_ARCH}, {DEMO_EPOCHS} epochs) once; cached at {weights}")
+        log(f"demo: training the demo teacher ({DEMO_ARCH}, {DEMO_EPOCHS} epochs on {n} images) once; "
+            f"cached at {weights}")
         import torch
 
         torch.manual_seed(seed)
-        full = data if max_samples is None else load_synthetic(pre, seed=seed)
-        model = import_timm().create_model(DEMO_ARCH, pretrained=False, in_chans=full.channels,
-                                           num_classes=full.num_classes)
-        res = train_classifier(model, full.train, full.val, epochs=DEMO_EPOCHS, seed=seed, desc="demo teacher")
+        model = import_timm().create_model(DEMO_ARCH, pretrained=False, in_chans=data.channels,
+                                           num_classes=data.num_classes)
+        res = train_classifier(model, data.train, data.val, epochs=DEMO_EPOCHS, seed=seed, desc="demo teacher")
         log(f"demo: teacher val AUC {res['best_val_auc']:.4f}")
         weights.parent.mkdir(parents=True, exist_ok=True)
         tmp = weights.with_suffix(".tmp")

@@ -31,6 +31,10 @@ class TargetProfile:
     gpu_fallback: bool = True  # let layers DLA cannot run fall back to the GPU
     latency_budget_ms: float | None = None  # batch-1 p50 the shipped model should stay under
     memory_budget_mb: float | None = None  # memory the runtime session may use on the device
+    jetpack: str | None = None  # NVIDIA JetPack release on the device (Jetson targets)
+    tensorrt: str | None = None  # TensorRT major.minor on the device: engines are built there, for that version
+    python: str | None = None  # Python on the device (the runner must run there)
+    workspace_mb: int | None = None  # TensorRT builder workspace limit
     hardware: dict[str, Any] = field(default_factory=dict)  # facts about the device (free-form, reported)
     source: str | None = None  # the file the profile was read from
 
@@ -135,6 +139,20 @@ def parse_profile(text: str, *, source: str | os.PathLike | None = None) -> Targ
             not isinstance(v[key], (int, float)) or isinstance(v[key], bool) or v[key] <= 0
         ):
             raise bad(key, "null or a positive number")
+    if v.get("workspace_mb") is not None and (
+        not isinstance(v["workspace_mb"], int) or isinstance(v["workspace_mb"], bool) or v["workspace_mb"] < 16
+    ):
+        raise bad("workspace_mb", "null or an integer >= 16 (MiB)")
+    for key in ("jetpack", "tensorrt", "python"):
+        if v.get(key) is not None:
+            if isinstance(v[key], (int, float)) and not isinstance(v[key], bool):
+                raise bad(key, 'a quoted version string, e.g. "8.2" (YAML reads 8.2 as a number)')
+            if not isinstance(v[key], str):
+                raise bad(key, "null or a version string")
+    if v["runtime"] == "tensorrt" and not v.get("tensorrt"):
+        raise TargetError(f"{where}: runtime tensorrt needs 'tensorrt' (the device's TensorRT version, e.g. \"8.2\")")
+    if v.get("dla_cores", 0) > 0 and v["runtime"] != "tensorrt":
+        raise TargetError(f"{where}: 'dla_cores' > 0 needs runtime tensorrt (DLA runs TensorRT engines only)")
     if "gpu_fallback" in v and not isinstance(v["gpu_fallback"], bool):
         raise bad("gpu_fallback", "true or false")
     for key in ("description", "default_student"):

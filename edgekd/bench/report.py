@@ -99,6 +99,10 @@ def markdown(report: dict) -> str:
     for name, st in report.get("stages", {}).items():
         summary = ", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in st.items() if not isinstance(v, (list, dict)))
         lines.append(f"- **{name}**: {summary}")
+    lines += device_section(report)
+    if report.get("bundle"):
+        lines += ["", "## Bundle", "", f"`{report['bundle']['path']}/`: " + ", ".join(report["bundle"]["files"]),
+                  "(see its README.txt to run it on the device)"]
     agreements = [c for c in report["candidates"] if c.get("agreement")]
     if agreements:
         lines += ["", "## Lowered models checked against their torch source", "",
@@ -113,6 +117,33 @@ def markdown(report: dict) -> str:
         for c in rt:
             lines.append(f"- {c['name']}: " + ", ".join(f"{k}={v}" for k, v in c["runtime_config"].items()))
     return "\n".join(lines) + "\n"
+
+
+def device_section(report: dict) -> list[str]:
+    """Host and device figures side by side, each labelled by where it was measured."""
+    dev = report.get("device_measurements") or []
+    if not dev:
+        return []
+    by = {c["name"]: c for c in report["candidates"]}
+    lines = ["", "## Measured on the device", "",
+             "| candidate | measured on | runtime | batch | p50 ms | p90 ms | p99 ms | images/s | AUC | accuracy |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(m["candidate"] for m in dev):
+        c = by.get(name, {})
+        lat, met = c.get("latency_ms") or {}, c.get("metrics") or {}
+        host = f"host: {report['machine']['cpu']}"
+        lines.append(f"| {name} | {host} | {c.get('backend', '—')} (on host) | 1 | {_fmt(lat.get('p50'))} | "
+                     f"{_fmt(lat.get('p90'))} | {_fmt(lat.get('p99'))} | {_fmt(lat.get('throughput_ips'), '.0f')} | "
+                     f"{_fmt(met.get('auc'), '.4f')} | {_fmt(met.get('accuracy'))} |")
+        for m in (m for m in dev if m["candidate"] == name):
+            d, rt, lat, met = m.get("device") or {}, m.get("runtime") or {}, m["latency_ms"], m.get("metrics") or {}
+            where = f"device: {d.get('model') or d.get('hostname') or '?'}"
+            runtime = f"{rt.get('name', '?')} {rt.get('version', '')} {rt.get('precision', '')}".strip()
+            lines.append(f"| {name} | {where} | {runtime} | {m.get('batch') or 1} | {_fmt(lat.get('p50'))} | "
+                         f"{_fmt(lat.get('p90'))} | {_fmt(lat.get('p99'))} | {_fmt(m.get('throughput_ips'), '.0f')} | "
+                         f"{_fmt(met.get('auc'), '.4f')} | {_fmt(met.get('accuracy'))} |")
+    lines += ["", "Device AUC and accuracy are on the bundle's sample (a subset of test); host figures on the whole test split."]
+    return lines
 
 
 def write_report(report: dict, out: Path) -> None:

@@ -1,0 +1,85 @@
+"""The shipped bundle: everything a device needs to run and re-measure the shipped model.
+
+    bundle/
+      model.onnx | model.xml + model.bin   the shipped model (for TensorRT: the ONNX the engine is built from)
+      build_engine.sh                      TensorRT targets: the exact trtexec command (engines are built on the device)
+      runner.py                            standalone benchmark runner (numpy + the device runtime; Python >= 3.6)
+      sample.npz                           preprocessed test images, labels and class names
+      preprocessing.json, labels.json      what the device must do to a raw image, and what the outputs mean
+      report.json                          the host report of this run
+      README.txt                           how to run it
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ._io import write_json_atomic, write_text_atomic
+from .data import Dataset
+from .targets import TargetProfile
+
+RUNNER_SOURCE = Path(__file__).resolve().parent / "device" / "runner.py"
+SAMPLE_SIZE = 300
+
+
+def write_sample(data: Dataset, path: Path, n: int = SAMPLE_SIZE, seed: int = 0) -> int:
+    """A seeded subset of the preprocessed test split, as the runner reads it."""
+    split = data.test.subset(n, seed)
+    np.savez(path, images=split.images.numpy().astype(np.float32), labels=split.labels.numpy().astype(np.int64),
+             class_names=np.array(data.class_names))
+    return len(split)
+
+
+def model_files(backend: str, path: Path) -> dict[str, Path]:
+    """Bundle name → source file of a lowered model."""
+    if backend == "openvino":
+        return {"model.xml": path, "model.bin": path.with_suffix(".bin")}
+    return {"model.onnx": path}
+
+
+def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfile, seed: int) -> Path:
+    """Create ``work/bundle`` for the shipped candidate (a dict from report.json)."""
+    bundle = work / "bundle"
+    bundle.mkdir()
+    for name, src in model_files(shipped["backend"], work / shipped["path"]).items():
+        shutil.copyfile(src, bundle / name)
+    model_name = "model.xml" if shipped["backend"] == "openvino" else "model.onnx"
+    run_model = model_name
+    if shipped["backend"] == "tensorrt":
+        from .lower.tensorrt import plan_engine, write_build_script
+
+        shape = (profile.batch, data.channels, *data.image_size)
+        plan = plan_engine(profile, "model.onnx", shipped["precision"], shape)
+        write_build_script(plan, bundle)
+        run_model = plan.engine
+    if RUNNER_SOURCE.exists():
+        shutil.copyfile(RUNNER_SOURCE, bundle / "runner.py")
+    n = write_sample(data, bundle / "sample.npz", seed=seed)
+    write_json_atomic(bundle / "preprocessing.json", data.preprocessing.to_dict())
+    labels = {"class_names": data.class_names, "num_classes": data.num_classes,
+              "outputs": "logits, one per class in this order; softmax gives probabilities"}
+    if data.num_classes == 2:
+        labels["positive_class"] = 1
+        labels["threshold"] = (shipped.get("metrics") or {}).get("threshold")
+    write_json_atomic(bundle / "labels.json", labels)
+    steps = []
+    if shipped["backend"] == "tensorrt":
+        steps.append(f"./build_engine.sh            # on the {profile.name}: builds {run_model} with trtexec "
+                     f"(TensorRT {profile.tensorrt})")
+    runtime = {"tensorrt": "tensorrt", "openvino": "openvino"}.get(shipped["backend"], "onnxruntime")
+    steps.append(f"python3 runner.py --model {run_model} --runtime {runtime} --sample sample.npz --out device.json")
+    steps.append("edgekd report --merge device.json --report report.json   # back on the host")
+    write_text_atomic(bundle / "README.txt", "\n".join([
+        f"edgekd bundle for target {profile.name}: {shipped['name']} ({shipped['backend']}, {shipped['precision']})",
+        f"sample: {n} preprocessed test images (sample.npz); preprocessing: preprocessing.json",
+        "", "Run on the device:", *[f"  {s}" for s in steps], "",
+    ]))
+    return bundle
+
+
+def finish_bundle(bundle: Path, report: dict) -> None:
+    """Copy the final report into the bundle (called after report.json is written)."""
+    write_text_atomic(bundle / "report.json", json.dumps(report, indent=2) + "\n")
