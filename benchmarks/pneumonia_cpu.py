@@ -59,7 +59,10 @@ def main() -> int:
         print(f"error: {args.data} not found (set EDGEKD_PNEUMONIA or pass --data)", file=sys.stderr)
         return 2
 
+    from edgekd._compat import quiet_third_party
     from edgekd.api import compress
+
+    quiet_third_party()
     from edgekd.config import CompressConfig, Preprocessing
     from edgekd.errors import NotShippedError
 
@@ -112,8 +115,9 @@ def main() -> int:
         print(f"--- {target}: all candidates (test split) ---")
         for c in rep["candidates"]:
             m, lat = c["metrics"], c["latency_ms"]
+            p50 = f"{lat['p50']:.3f} ms" if lat else "  (not timed)"
             print(f"{c['name']:<28} {c['backend']:<12} {c['precision']:<5} AUC {m['auc']:.4f} sens {m['sensitivity']:.3f} "
-                  f"spec {m['specificity']:.3f} p50 {lat['p50']:.3f} ms size {c['size_bytes'] or 0:>10} B")
+                  f"spec {m['specificity']:.3f} p50 {p50} size {c['size_bytes'] or 0:>10} B")
     return 0 if ok_all else 1
 
 

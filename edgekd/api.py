@@ -316,8 +316,9 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
 
     with staging(cfg.out, cfg.overwrite) as work:
         # 1. evaluate the teacher; its logits are computed once and reused by every stage
-        log(f"[1/6] evaluate teacher ({inp.teacher.format}) on {data.split_sizes()}")
-        tl = TeacherLogits(train=inp.teacher.logits(data.train.images), val=inp.teacher.logits(data.val.images))
+        log(f"[1/6] evaluate teacher ({inp.teacher.format}) on {data.split_sizes()}; "
+            f"its logits on {len(cfg.distill.views)} views of train are computed once")
+        tl = TeacherLogits.compute(inp.teacher.logits, data, cfg.distill.views)
         cands = teacher_baselines(inp, work, cfg, log)
         # 2. distill
         log(f"[2/6] distill {student_name} (T={cfg.distill.temperature}, alpha={cfg.distill.alpha})")

@@ -41,7 +41,8 @@ class DistillConfig:
     temperature: float = 4.0  # T: softens both distributions
     alpha: float = 0.3  # weight of the hard-label CE term
     patience: int = 4  # epochs without val-AUC improvement before stopping
-    pretrained_student: str | None = None  # optional path to student weights (state_dict) to start from
+    # label-preserving augmentation views; the teacher's logits for each are computed once (see distill/views.py)
+    views: tuple[str, ...] = ("identity", "hflip", "shift_left", "shift_right", "shift_up", "shift_down")
 
 
 @dataclass

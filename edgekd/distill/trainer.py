@@ -13,6 +13,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -22,6 +23,7 @@ from ..config import DistillConfig
 from ..data._base import Dataset
 from ..errors import DataError, InputError, TeacherError
 from .loss import check_kd_params, kd_loss
+from .views import apply_view, check_views
 
 
 @dataclass
@@ -30,6 +32,17 @@ class TeacherLogits:
 
     train: torch.Tensor  # N_train×K float32, aligned with data.train
     val: torch.Tensor  # N_val×K, aligned with data.val
+    views: tuple[str, ...] = ("identity",)  # augmentation views (edgekd.distill.views), identity first
+    train_views: torch.Tensor | None = None  # V×N_train×K: the teacher on each view; None: identity only
+
+    @classmethod
+    def compute(cls, teacher: Callable[[torch.Tensor], torch.Tensor], data: Dataset,
+                views: tuple[str, ...] = ("identity",)) -> "TeacherLogits":
+        """Run the teacher once on val and on every view of train."""
+        views = check_views(tuple(views))
+        per_view = [teacher(apply_view(data.train.images, v)) for v in views]
+        return cls(per_view[0], teacher(data.val.images), views,
+                   torch.stack(per_view) if len(views) > 1 else None)
 
 
 @dataclass
@@ -70,8 +83,9 @@ def distill(
 ) -> DistillResult:
     """Train ``student`` in place on ``data.train`` against the teacher's cached logits.
 
-    No data augmentation: the teacher logits were computed once on the un-augmented training
-    images, so an augmented image would be paired with a soft target for a different input.
+    Augmentation only through the views whose teacher logits were computed once
+    (``teacher_logits.views``, see :mod:`edgekd.distill.views`): each batch draws one view, so
+    every image is always paired with the teacher's soft target for exactly that image.
     ``epochs``, ``lr`` and ``patience`` override the config (the prune and QAT stages use them).
     The model before training counts as a candidate, so the result is never worse on val than
     the start; early stopping fires after ``patience`` epochs without a strictly better val AUC.
@@ -106,8 +120,12 @@ def distill(
         student.train()
         total, finite = 0.0, True
         for idx in track(batches, f"{desc} epoch {epoch}/{epochs}"):
-            logits = student(train_x[idx].to(device))
-            loss = kd_loss(logits, train_t[idx].to(device), train_y[idx].to(device),
+            x, t = train_x[idx], train_t[idx]
+            if teacher_logits.train_views is not None:
+                v = int(torch.randint(len(teacher_logits.views), (1,), generator=generator))
+                x, t = apply_view(x, teacher_logits.views[v]), teacher_logits.train_views[v][idx].float()
+            logits = student(x.to(device))
+            loss = kd_loss(logits, t.to(device), train_y[idx].to(device),
                            temperature=cfg.temperature, alpha=cfg.alpha)
             if not torch.isfinite(loss):
                 finite = False
