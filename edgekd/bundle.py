@@ -21,7 +21,6 @@ from ._io import write_json_atomic, write_text_atomic
 from .data import Dataset
 from .targets import TargetProfile
 
-RUNNER_SOURCE = Path(__file__).resolve().parent / "device" / "runner.py"
 SAMPLE_SIZE = 300
 
 
@@ -55,8 +54,9 @@ def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfil
         plan = plan_engine(profile, "model.onnx", shipped["precision"], shape)
         write_build_script(plan, bundle)
         run_model = plan.engine
-    if RUNNER_SOURCE.exists():
-        shutil.copyfile(RUNNER_SOURCE, bundle / "runner.py")
+    from .device import copy_runner
+
+    copy_runner(bundle)
     n = write_sample(data, bundle / "sample.npz", seed=seed)
     write_json_atomic(bundle / "preprocessing.json", data.preprocessing.to_dict())
     labels = {"class_names": data.class_names, "num_classes": data.num_classes,
@@ -70,7 +70,9 @@ def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfil
         steps.append(f"./build_engine.sh            # on the {profile.name}: builds {run_model} with trtexec "
                      f"(TensorRT {profile.tensorrt})")
     runtime = {"tensorrt": "tensorrt", "openvino": "openvino"}.get(shipped["backend"], "onnxruntime")
-    steps.append(f"python3 runner.py --model {run_model} --runtime {runtime} --sample sample.npz --out device.json")
+    threshold = labels.get("threshold")
+    thr = f" --threshold {threshold:.6g}" if threshold is not None else ""  # the operating point chosen on val
+    steps.append(f"python3 runner.py --model {run_model} --runtime {runtime} --sample sample.npz{thr} --out device.json")
     steps.append("edgekd report --merge device.json --report report.json   # back on the host")
     write_text_atomic(bundle / "README.txt", "\n".join([
         f"edgekd bundle for target {profile.name}: {shipped['name']} ({shipped['backend']}, {shipped['precision']})",
