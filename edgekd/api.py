@@ -170,8 +170,8 @@ def teacher_baselines(inp: Inputs, work: Path, cfg: CompressConfig, log: Log) ->
     return cands
 
 
-def lower_student(model: torch.nn.Module, source: Candidate, precision: str, inp: Inputs, work: Path
-                  ) -> list[Candidate]:
+def lower_student(model: torch.nn.Module, source: Candidate, precision: str, inp: Inputs, work: Path,
+                  opset: int = 17) -> list[Candidate]:
     """Lower one torch student to each CPU runtime, checking every file against ``model``."""
     from .lower import get_backend
     from .lower.validate import check_agreement
@@ -187,7 +187,7 @@ def lower_student(model: torch.nn.Module, source: Candidate, precision: str, inp
         from .quantize import strip_for_export
 
         export_model = strip_for_export(model, inp.example)
-    onnx_path = onnx_be.export_onnx(export_model, inp.example, work / "models" / f"{stem}.onnx")
+    onnx_path = onnx_be.export_onnx(export_model, inp.example, work / "models" / f"{stem}.onnx", opset=opset)
     ort = onnx_be.OnnxRuntimeRunner(onnx_path, inp.threads, precision)
     cands = [Candidate(f"{stem}-onnxruntime", "lower", "onnxruntime", precision, "student", ort, onnx_path,
                        size_on_disk(onnx_path), source.params, source.macs, source=source.name)]
@@ -211,7 +211,7 @@ def lower_for_tensorrt(inp: Inputs, lowered: list[Candidate], work: Path) -> lis
     """
     from .lower import get_backend
     from .lower._base import predict_batched
-    from .lower.tensorrt import check_tensorrt_qdq, to_tensorrt_qdq
+    from .lower.tensorrt import check_tensorrt_onnx, check_tensorrt_qdq, to_tensorrt_qdq
     from .lower.validate import check_agreement
 
     profile = inp.profile
@@ -223,13 +223,14 @@ def lower_for_tensorrt(inp: Inputs, lowered: list[Candidate], work: Path) -> lis
                 "ONNX Runtime on the same ONNX file; latency comes from the device runner")
         if prec in ("fp16", "fp32") and "onnxruntime-fp32" in by:
             src = by["onnxruntime-fp32"]
+            check_tensorrt_onnx(src.path, profile.tensorrt)  # opset and ops the device's parser reads
             out.append(Candidate(f"student-{prec}-tensorrt", "lower", "tensorrt", prec, "student", src.runner,
                                  src.path, src.size_bytes, src.params, src.macs, agreement=src.agreement,
                                  source=src.source, timed=False, notes=[note]))
         elif prec == "int8" and "onnxruntime-int8" in by:
             src = by["onnxruntime-int8"]
             path = to_tensorrt_qdq(src.path, work / "models" / "student-int8-tensorrt.onnx")
-            check_tensorrt_qdq(path)
+            check_tensorrt_qdq(path, profile.tensorrt)
             runner = onnx_be.OnnxRuntimeRunner(path, inp.threads, "int8")
             x = inp.data.test.images.numpy()[:512]
             agreement = check_agreement("student-int8-tensorrt", predict_batched(src.runner, x),
@@ -281,7 +282,8 @@ def choose_shipped(cands: list[Candidate], profile: TargetProfile, teacher_auc: 
 
 
 def speedups(cands: list[Candidate], shipped: Candidate | None) -> dict:
-    if shipped is None:
+    """Shipped vs each teacher baseline, from figures measured in this run (none for device-built engines)."""
+    if shipped is None or shipped.latency is None:
         return {}
     by = {c.name: c for c in cands}
     out = {}
@@ -343,7 +345,12 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
         else:
             log("[3/6] prune: skipped (--prune-ratio 0)")
         fp32_source = cands[-1]
-        lowered = lower_student(student, fp32_source, "fp32", inp, work)
+        opset = 17
+        if profile.runtime == "tensorrt":  # the device's ONNX parser decides the opset (TensorRT 8.2: <= 13)
+            from .lower.tensorrt import export_opset
+
+            opset = export_opset(profile.tensorrt)
+        lowered = lower_student(student, fp32_source, "fp32", inp, work, opset)
         # 4. quantize: PTQ then QAT with the distillation loss
         if cfg.quant.enabled and "int8" in profile.precisions:
             log(f"[4/6] INT8: NNCF post-training quantization ({cfg.quant.calibration_samples} images), "
@@ -364,7 +371,7 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
             stages["quantize"] = stage_q
             # 5. lower INT8
             log("[5/6] lower to ONNX and OpenVINO (fp32 and INT8), each checked against its torch source")
-            lowered += lower_student(qmodel, cands[-1], "int8", inp, work)
+            lowered += lower_student(qmodel, cands[-1], "int8", inp, work, opset)
         else:
             log("[4/6] quantize: skipped" + (" (target allows no int8)" if cfg.quant.enabled else ""))
             log("[5/6] lower to ONNX and OpenVINO (fp32), each checked against its torch source")
