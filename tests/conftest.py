@@ -64,3 +64,15 @@ def data_and_teacher(tmp_path_factory) -> tuple[Path, Path]:
     return npz, onnx_path
 
 
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny test models run fastest on one thread (and CI's two cores are shared with the runtimes'
+    own pools). Latency figures are unaffected: every runner pins its own thread count."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

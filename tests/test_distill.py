@@ -15,24 +15,12 @@ from edgekd.data._base import Dataset, Split
 from edgekd.distill import DistillResult, TeacherLogits, distill, kd_loss, predict_logits
 from edgekd.errors import DataError, InputError, TeacherError
 
+from ._square import square_dataset
+
 
 # ---------------------------------------------------------------- tiny learnable task
-def _split(n: int, g: torch.Generator, size: int = 32) -> Split:
-    """Noise images with a 6×6 square somewhere: bright for class 1, dark for class 0."""
-    x = 0.3 * torch.randn(n, 1, size, size, generator=g)
-    y = (torch.arange(n) % 2)[torch.randperm(n, generator=g)]
-    pos = torch.randint(0, size - 6, (n, 2), generator=g)
-    for i in range(n):
-        r, c = pos[i].tolist()
-        x[i, :, r : r + 6, c : c + 6] += 1.2 if y[i] == 1 else -1.2
-    return Split(x, y.long())
-
-
 def make_data(n_train: int = 192, n_val: int = 96, seed: int = 0) -> Dataset:
-    g = torch.Generator().manual_seed(seed)
-    return Dataset(_split(n_train, g), _split(n_val, g), _split(32, g), num_classes=2, channels=1,
-                   image_size=(32, 32), class_names=["normal", "square"], format="synthetic",
-                   preprocessing=Preprocessing(channels=1))
+    return square_dataset(n_train, n_val, 32, seed)
 
 
 class SquareTeacher(nn.Module):
@@ -64,15 +52,6 @@ class TinyCNN(nn.Module):
 def teacher_logits(data: Dataset) -> TeacherLogits:
     t = SquareTeacher().eval()
     return TeacherLogits(predict_logits(t, data.train.images), predict_logits(t, data.val.images))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

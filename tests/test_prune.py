@@ -9,47 +9,27 @@ import pytest
 import torch
 
 from edgekd._compat import import_timm
-from edgekd.config import DistillConfig, Preprocessing, PruneConfig
-from edgekd.data._base import Dataset, Split
+from edgekd.config import DistillConfig, PruneConfig
+from edgekd.data._base import Dataset
 from edgekd.distill import TeacherLogits
 from edgekd.errors import InputError
 from edgekd.models.stats import count_macs, count_params
 from edgekd.prune import PruneResult, prune
 
+from ._square import oracle_logits, square_dataset
+
 TOLERANCE = 0.05  # final MACs must lie in [(1 - TOLERANCE)·target, target]
-
-
-def _split(n: int, g: torch.Generator) -> Split:
-    """Noise images with a 6×6 square: bright for class 1, dark for class 0."""
-    y = (torch.arange(n) % 2)[torch.randperm(n, generator=g)]
-    x = 0.3 * torch.randn(n, 1, 32, 32, generator=g)
-    pos = torch.randint(0, 26, (n, 2), generator=g)
-    for i, (r, c) in enumerate(pos.tolist()):
-        x[i, :, r : r + 6, c : c + 6] += 1.2 if y[i] == 1 else -1.2
-    return Split(x, y.long())
 
 
 @pytest.fixture(scope="module")
 def data() -> Dataset:
-    g = torch.Generator().manual_seed(0)
-    return Dataset(_split(48, g), _split(32, g), _split(16, g), num_classes=2, channels=1, image_size=(32, 32),
-                   class_names=["dark", "bright"], format="synthetic", preprocessing=Preprocessing(channels=1))
+    return square_dataset(48, 32, 16)
 
 
 @pytest.fixture(scope="module")
 def tl(data: Dataset) -> TeacherLogits:
     """Teacher logits that know the answer (the pruned student only needs something to fit)."""
-    def logits(s: Split) -> torch.Tensor:
-        return torch.nn.functional.one_hot(s.labels, 2).float() * 4.0 - 2.0
-    return TeacherLogits(logits(data.train), logits(data.val))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    return oracle_logits(data, 2.0)
 
 
 def student(name: str) -> torch.nn.Module:

@@ -10,46 +10,26 @@ import torch
 
 from edgekd._compat import import_timm
 from edgekd.bench.metrics import roc_auc
-from edgekd.config import DistillConfig, Preprocessing, QuantConfig
-from edgekd.data._base import Dataset, Split
+from edgekd.config import DistillConfig, QuantConfig
+from edgekd.data._base import Dataset
 from edgekd.distill import DistillResult, TeacherLogits, distill, predict_logits
 from edgekd.errors import InputError
 from edgekd.quantize import calibration_subset, quantize_ptq, quantize_qat, strip_for_export
+
+from ._square import oracle_logits, square_dataset
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # legacy ONNX exporter, nncf/torchao
               pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")]  # nncf hooks during ONNX tracing
 
 
-def _split(n: int, g: torch.Generator) -> Split:
-    """Noise images with a 6×6 square: bright for class 1, dark for class 0."""
-    y = (torch.arange(n) % 2)[torch.randperm(n, generator=g)]
-    x = 0.3 * torch.randn(n, 1, 32, 32, generator=g)
-    pos = torch.randint(0, 26, (n, 2), generator=g)
-    for i, (r, c) in enumerate(pos.tolist()):
-        x[i, :, r : r + 6, c : c + 6] += 1.2 if y[i] == 1 else -1.2
-    return Split(x, y.long())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data() -> Dataset:
-    g = torch.Generator().manual_seed(0)
-    return Dataset(_split(256, g), _split(128, g), _split(128, g), num_classes=2, channels=1, image_size=(32, 32),
-                   class_names=["dark", "bright"], format="synthetic", preprocessing=Preprocessing(channels=1))
+    return square_dataset(256, 128, 128)
 
 
 @pytest.fixture(scope="module")
 def tl(data: Dataset) -> TeacherLogits:
-    def logits(s: Split) -> torch.Tensor:  # a confident teacher that knows the labels
-        return torch.nn.functional.one_hot(s.labels, 2).float() * 6.0 - 3.0
-    return TeacherLogits(logits(data.train), logits(data.val))
+    return oracle_logits(data, 3.0)  # a confident teacher that knows the labels
 
 
 DCFG = DistillConfig(batch_size=32, lr=3e-3, patience=3)

@@ -79,10 +79,11 @@ def test_merging_twice_keeps_both_measurements(build):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("not json", "is not JSON"),
-    ("[1, 2]", "expected a JSON object"),
-    ('{"latency_ms": {"p50": 1}}', "missing runtime, device"),
-    ('{"latency_ms": {"p50": "fast"}, "runtime": {}, "device": {}}', "numeric p50"),
+    ("not json", "is not readable JSON"),
+    ("[1, 2]", "holds a JSON list"),
+    ('{"latency_ms": {"p50": 1}}', "was not written by edgekd's runner.py"),
+    (json.dumps({**device_json(), "measured_on": "host"}), "expected 'device'"),
+    (json.dumps({**device_json(), "latency_ms": {"p50": "fast"}}), "latency_ms must hold numbers"),
 ])
 def test_a_bad_device_file_is_refused_and_the_report_is_untouched(build, content, message):
     (build / "device.json").write_text(content)

@@ -6,30 +6,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .._io import write_json_atomic, write_text_atomic
+from ..device import load_device_result
 from ..errors import InputError
 from .report import markdown
-
-REQUIRED = ("latency_ms", "runtime", "device")
-
-
-def read_device_json(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"device measurements {path} do not exist: run the bundle's runner.py on the device with --out")
-    try:
-        doc = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path} is not JSON ({exc.__class__.__name__}): pass the file runner.py wrote with --out") from None
-    if not isinstance(doc, dict):
-        raise InputError(f"{path} is not a runner.py result (expected a JSON object)")
-    missing = [k for k in REQUIRED if k not in doc]
-    if missing:
-        raise InputError(f"{path} is not a runner.py result: missing {', '.join(missing)}")
-    lat = doc["latency_ms"]
-    if not isinstance(lat, dict) or not all(isinstance(lat.get(k), (int, float)) for k in ("p50", "p90", "p99")):
-        raise InputError(f"{path}: latency_ms must hold numeric p50, p90 and p99")
-    return doc
-
 
 def merge_device(report_path: Path, device_paths: list[Path], candidate: str | None = None) -> dict:
     """Add each device JSON to ``report["device_measurements"]`` and rewrite report.json and report.md."""
@@ -52,7 +31,7 @@ def merge_device(report_path: Path, device_paths: list[Path], candidate: str | N
         raise InputError(f"no candidate '{target}' in the report{did_you_mean(target, names)}")
     merged = report.setdefault("device_measurements", [])
     for p in device_paths:
-        doc = read_device_json(p)
+        doc = load_device_result(p)
         merged.append({
             "candidate": target,
             "measured_on": "device",
