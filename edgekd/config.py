@@ -52,6 +52,7 @@ class PruneConfig:
     ratio: float = 0.5  # fraction of the student's MACs to remove (0 disables pruning)
     steps: int = 3  # iterative steps toward the ratio
     finetune_epochs: int = 2  # distillation epochs after each step
+    recovery_epochs: int = 8  # after the last step: up to this many distillation epochs, early-stopped on val AUC
     importance: str = "magnitude"  # "magnitude" (group L2 norm) or "taylor" (first-order, uses a batch)
 
 

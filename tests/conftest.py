@@ -30,7 +30,8 @@ def pneumonia_npz() -> Path:
 
 
 # quick pipeline settings for end-to-end tests: small slice, few epochs, few timed runs
-QUICK = ["--max-samples", "240", "--epochs", "2", "--prune-steps", "1", "--qat-epochs", "1", "--iterations", "20"]
+QUICK = ["--max-samples", "240", "--epochs", "2", "--prune-steps", "1", "--recovery-epochs", "1", "--qat-epochs", "1",
+         "--iterations", "20"]
 
 
 @pytest.fixture(scope="session")

@@ -80,7 +80,7 @@ def test_when_nothing_qualifies_it_exits_non_zero_and_keeps_the_evidence(data_an
     # demanding an AUC 1.0 above the teacher's is a budget no student can meet
     result = runner.invoke(app, ["compress", "--teacher", str(teacher), "--data", str(npz), "--target", "intel-cpu",
                                  "--out", str(out), "--max-auc-drop", "-1", "--no-quantize", "--prune-ratio", "0",
-                                 *QUICK])
+                                 "--quiet", *QUICK])
     assert result.exit_code == 3, result.output
     err = result.stderr.strip()
     assert err.startswith("error: nothing shipped") and "\n" not in err

@@ -43,7 +43,7 @@ DCFG = DistillConfig(batch_size=24)
 def test_prune_reaches_macs_target_and_removes_channels(name, data, tl):
     model = student(name)
     convs_before = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    res = prune(model, data, tl, PruneConfig(ratio=0.5, steps=2, finetune_epochs=1), DCFG)
+    res = prune(model, data, tl, PruneConfig(ratio=0.5, steps=2, finetune_epochs=1, recovery_epochs=1), DCFG)
     assert isinstance(res, PruneResult)
     target = 0.5 * res.macs_before
     assert (1 - TOLERANCE) * target <= res.macs_after <= target
@@ -57,6 +57,9 @@ def test_prune_reaches_macs_target_and_removes_channels(name, data, tl):
     assert res.steps[0]["macs"] > res.steps[1]["macs"] == res.macs_after
     assert res.steps[0]["macs"] <= 0.75 * res.macs_before
     assert all(0.0 <= s["val_auc"] <= 1.0 for s in res.steps)
+    # after the last step, an early-stopped recovery distillation that never makes val worse
+    assert res.steps[-1]["recovery_epochs"] == 1
+    assert res.steps[-1]["val_auc_after_recovery"] >= res.steps[-1]["val_auc"]
     # the pruned model still classifies into the same classes
     assert not res.model.training
     with torch.no_grad():
@@ -68,7 +71,7 @@ def test_prune_reaches_macs_target_and_removes_channels(name, data, tl):
 @pytest.mark.parametrize("name, importance", [("lcnet_050", "taylor"), ("efficientnet_b0", "magnitude"),
                                               ("mobilenetv3_small_050", "taylor")])
 def test_prune_other_students_one_step(name, importance, data, tl):
-    cfg = PruneConfig(ratio=0.3, steps=1, finetune_epochs=0, importance=importance)
+    cfg = PruneConfig(ratio=0.3, steps=1, finetune_epochs=0, recovery_epochs=0, importance=importance)
     res = prune(student(name), data, tl, cfg, DCFG)
     assert (1 - TOLERANCE) * 0.7 * res.macs_before <= res.macs_after <= 0.7 * res.macs_before
     assert res.params_after < res.params_before

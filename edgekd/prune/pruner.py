@@ -85,6 +85,12 @@ def prune(
         model = tuned.model
         steps.append({"step": k, "macs": trial.macs, "params": count_params(model), "val_auc": tuned.best_val_auc,
                       "target_macs": target, "channel_ratio": round(trial.ratio, 4)})
+    if cfg.recovery_epochs > 0:  # the pruned structure is final: recover accuracy with early stopping
+        recovered = distill(model, data, teacher_logits, distill_cfg, epochs=cfg.recovery_epochs,
+                            seed=seed + cfg.steps + 1, desc="prune recovery")
+        model = recovered.model
+        steps[-1]["recovery_epochs"] = recovered.epochs_run
+        steps[-1]["val_auc_after_recovery"] = recovered.best_val_auc
     model.eval()
     return PruneResult(model, params0, count_params(model), macs0, steps[-1]["macs"], steps, steps[-1]["target_macs"])
 
@@ -192,6 +198,8 @@ def _check_config(cfg: PruneConfig) -> None:
                          "try 0.5, or 0 to skip pruning")
     if not isinstance(cfg.steps, int) or cfg.steps < 1:
         raise InputError(f"prune steps must be an integer >= 1, got {cfg.steps!r}")
+    if not isinstance(cfg.recovery_epochs, int) or cfg.recovery_epochs < 0:
+        raise InputError(f"prune recovery epochs must be an integer >= 0, got {cfg.recovery_epochs!r}")
     if not isinstance(cfg.finetune_epochs, int) or cfg.finetune_epochs < 0:
         raise InputError(f"prune fine-tune epochs must be an integer >= 0, got {cfg.finetune_epochs!r}")
     if cfg.importance not in IMPORTANCE:
