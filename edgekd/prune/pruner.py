@@ -28,6 +28,10 @@ MAX_RATIO = 0.95  # PruneConfig.ratio must be below this
 MACS_TOLERANCE = 0.02  # a step is done when its MACs are in [(1 - tol)·target, target]
 MAX_TRIALS = 12  # channel-ratio trials per step before taking the closest one under target
 MIN_STEP = 0.005  # smallest change of the channel ratio between two trials
+# Kept channel counts are multiples of this: CPU kernels (ONNX Runtime's MLAS, oneDNN) vectorise
+# over 8/16 channels, and odd counts made pruned models SLOWER than unpruned ones in ONNX Runtime
+# (measured: lcnet_050 pruned 50 % ran 0.45 ms vs 0.19 ms unpruned at 64×64 without rounding).
+ROUND_TO = 8
 
 
 @dataclass
@@ -143,7 +147,7 @@ def _prune_copy(model: torch.nn.Module, example: torch.Tensor, ratio: float, cla
         else tp.importance.GroupMagnitudeImportance(p=2)
     pruner = tp.pruner.BasePruner(
         pruned, example, scorer, pruning_ratio=float(ratio), iterative_steps=1, global_pruning=False,
-        ignored_layers=[pruned.get_submodule(classifier_name)],
+        ignored_layers=[pruned.get_submodule(classifier_name)], round_to=ROUND_TO,
     )
     pruner.step()
     pruned.zero_grad(set_to_none=True)
