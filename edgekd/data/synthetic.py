@@ -110,13 +110,13 @@ def _consolidations(
         r, theta = np.sqrt(rng.uniform(0, 0.45, n)), rng.uniform(0, 2 * np.pi, n)
         bx = sides[np.arange(n), side] + (r * np.cos(theta)).astype(np.float32)[:, None, None] * lung_rx
         by = lung_cy + (r * np.sin(theta)).astype(np.float32)[:, None, None] * lung_ry
-        sigma = _u(rng, 0.05, 0.16, n)
+        sigma = _u(rng, 0.08, 0.2, n)
         blob = _bump((x - bx) / (_SQRT2 * sigma)) * _bump((y - by) / (_SQRT2 * sigma))  # separable
         lung = np.where(side[:, None, None] == 0, lungs[0], lungs[1])
         out += blob * lung * (b < count)[:, None, None]
     patchy = 0.6 + 0.4 * np.tanh(_smooth_field(rng, n, size, 10))  # mottled, not a clean disc
-    # Strength: mostly moderate, ~12 % faint cases that are hard to see.
-    strength = np.where(rng.uniform(size=n) < 0.12, rng.uniform(0.05, 0.12, n), rng.uniform(0.15, 0.45, n))
+    # Strength: mostly clear (a demo teacher must learn it in a few epochs), ~6 % faint cases that are hard to see.
+    strength = np.where(rng.uniform(size=n) < 0.06, rng.uniform(0.2, 0.3, n), rng.uniform(0.45, 0.9, n))
     return np.clip(out, 0, 1.5) * patchy * strength.astype(np.float32)[:, None, None]
 
 
