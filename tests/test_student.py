@@ -14,15 +14,6 @@ REQUIRED = {"mobilenetv3_small_050", "mobilenetv3_small_075", "mobilenetv3_small
             "resnet10t", "efficientnet_b0", "lcnet_050", "lcnet_075"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a shared 2-core CPU (40× slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_zoo_lists_the_edge_students():
     assert REQUIRED <= set(STUDENTS)
     assert all(isinstance(note, str) and note for note in STUDENTS.values())

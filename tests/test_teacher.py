@@ -20,15 +20,6 @@ ARCH = "resnet10t"
 SIZE = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a shared 2-core CPU (40× slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _timm_model(in_chans: int = 1, num_classes: int = 2) -> torch.nn.Module:
     timm = import_timm()
     torch.manual_seed(0)
