@@ -7,6 +7,8 @@ The pipeline is a list of small stages, each a function from one artifact to the
 
 Every input is validated before anything is written. Work happens in a staging folder next to
 ``--out`` that is renamed into place at the end, so a failed run leaves no half-written output.
+The stages themselves live in :mod:`edgekd.pipeline`: each keeps its finished output in a stage
+cache keyed by its inputs and config, so an interrupted run resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -24,14 +26,13 @@ import torch
 
 from . import __version__
 from ._io import size_on_disk
-from .bench.candidates import Candidate, measure, state_dict_bytes
+from .bench.candidates import Candidate, measure
 from .config import CompressConfig
 from .data import Dataset, load_dataset
 from .errors import InputError, NotShippedError
 from .targets import TargetProfile, load_target
 
 Log = Callable[[str], None]
-SIMULATED = "NNCF fake-quantized torch model (simulated INT8): accuracy only; latency is measured on the lowered INT8 files"
 
 
 @dataclass
@@ -96,7 +97,8 @@ def staging(out: Path, overwrite: bool) -> Iterator[Path]:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise InputError(f"output folder {out} already exists and is not empty: pass --overwrite or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    stage_dir = out.parent / f".{out.name}.partial-{int(time.time() * 1000)}"
+    _sweep_partials(out)
+    stage_dir = out.parent / f".{out.name}.partial-{os.getpid()}-{int(time.time() * 1000)}"
     stage_dir.mkdir()
 
     def publish() -> None:
@@ -115,6 +117,19 @@ def staging(out: Path, overwrite: bool) -> Iterator[Path]:
     publish()
 
 
+def _sweep_partials(out: Path) -> None:
+    """Remove ``.<out>.partial-<pid>-*`` folders left by runs that were killed (``kill -9``, power cut)."""
+    from .stagecache import _alive
+
+    for p in out.parent.glob(f".{out.name}.partial-*"):
+        try:
+            pid = int(p.name.rsplit("-", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        if not _alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- stages
 
 
@@ -122,8 +137,26 @@ def as_numpy(split) -> tuple[np.ndarray, np.ndarray]:
     return split.images.numpy().astype(np.float32, copy=False), split.labels.numpy()
 
 
-def teacher_baselines(inp: Inputs, work: Path, cfg: CompressConfig, log: Log) -> list[Candidate]:
-    """The teacher as a user would deploy it without edgekd: torch fp32, ORT/OpenVINO fp32, OpenVINO INT8 PTQ."""
+def teacher_torch_candidate(inp: Inputs) -> Candidate | None:
+    """The torch fp32 teacher (when the teacher is a torch model): the baseline every speed-up is against."""
+    t = inp.teacher
+    if t.module is None:
+        return None
+    from .lower.torch import TorchRunner
+    from .models import count_macs, count_params
+
+    tsize = size_on_disk(t.path) if t.path is not None and Path(t.path).is_file() else None
+    return Candidate("teacher-torch-fp32", "teacher", "torch", "fp32", "baseline", TorchRunner(t.module, inp.threads),
+                     t.path, tsize, count_params(t.module), count_macs(t.module, inp.example))
+
+
+def teacher_baselines(inp: Inputs, folder: Path, cfg: CompressConfig, log: Log,
+                      torch_teacher: Candidate | None) -> list[Candidate]:
+    """The teacher's files as a user would deploy it without edgekd: ORT/OpenVINO fp32, OpenVINO INT8 PTQ.
+
+    Files are written into ``folder``; an ONNX teacher is used as it is. A torch teacher's ONNX
+    export is checked against ``torch_teacher``.
+    """
     from .lower import get_backend
     from .lower._base import predict_batched
     from .lower.validate import check_agreement
@@ -131,35 +164,25 @@ def teacher_baselines(inp: Inputs, work: Path, cfg: CompressConfig, log: Log) ->
 
     t, cands = inp.teacher, []
     onnx_be, ov_be = get_backend("onnxruntime"), get_backend("openvino")
-    tsize = size_on_disk(t.path) if t.path is not None and Path(t.path).is_file() else None
-    params = macs = None
-    if t.module is not None:
-        from .lower.torch import TorchRunner
-        from .models import count_macs, count_params
-
-        params, macs = count_params(t.module), count_macs(t.module, inp.example)
-        cands.append(Candidate("teacher-torch-fp32", "teacher", "torch", "fp32", "baseline",
-                               TorchRunner(t.module, inp.threads), t.path, tsize, params, macs))
+    params, macs = (torch_teacher.params, torch_teacher.macs) if torch_teacher else (None, None)
     onnx_path = t.onnx_path
     if onnx_path is None:
-        onnx_path = work / "baselines" / "teacher-fp32.onnx"
-        onnx_be.export_onnx(t.module, inp.example, onnx_path)
+        onnx_path = onnx_be.export_onnx(t.module, inp.example, folder / "teacher-fp32.onnx")
     check_x = inp.data.test.images.numpy()[:256]
     ort = onnx_be.OnnxRuntimeRunner(onnx_path, inp.threads, "fp32")
     c = Candidate("teacher-onnxruntime-fp32", "teacher", "onnxruntime", "fp32", "baseline", ort,
-                  onnx_path, size_on_disk(onnx_path), params, macs, source=cands[0].name if cands else None)
-    if cands:  # a torch teacher: its ONNX export must match it
-        c.agreement = check_agreement(c.name, predict_batched(cands[0].runner, check_x),
+                  onnx_path, size_on_disk(onnx_path), params, macs, source=torch_teacher.name if torch_teacher else None)
+    if torch_teacher:  # a torch teacher: its ONNX export must match it
+        c.agreement = check_agreement(c.name, predict_batched(torch_teacher.runner, check_x),
                                       predict_batched(ort, check_x), precision="fp32")
     cands.append(c)
-    ov_xml = ov_be.export_openvino(onnx_path, inp.example, work / "baselines" / "teacher-fp32.xml")
+    ov_xml = ov_be.export_openvino(onnx_path, inp.example, folder / "teacher-fp32.xml")
     cands.append(Candidate("teacher-openvino-fp32", "teacher", "openvino", "fp32", "baseline",
                            ov_be.OpenVINORunner(ov_xml, inp.threads, "fp32"), ov_xml, size_on_disk(ov_xml),
                            params, macs, source="teacher-onnxruntime-fp32"))
     calib = calibration_subset(inp.data.train, cfg.quant.calibration_samples, cfg.seed).numpy()
     log(f"baseline: OpenVINO INT8 post-training quantization of the teacher ({len(calib)} calibration images)")
-    int8_xml = ov_be.quantize_openvino_ptq(onnx_path, calib, work / "baselines" / "teacher-int8.xml",
-                                           subset_size=len(calib))
+    int8_xml = ov_be.quantize_openvino_ptq(onnx_path, calib, folder / "teacher-int8.xml", subset_size=len(calib))
     int8 = Candidate("teacher-openvino-int8", "teacher", "openvino", "int8", "baseline",
                      ov_be.OpenVINORunner(int8_xml, inp.threads, "int8"), int8_xml, size_on_disk(int8_xml),
                      params, macs, source="teacher-onnxruntime-fp32")
@@ -170,9 +193,9 @@ def teacher_baselines(inp: Inputs, work: Path, cfg: CompressConfig, log: Log) ->
     return cands
 
 
-def lower_student(model: torch.nn.Module, source: Candidate, precision: str, inp: Inputs, work: Path,
+def lower_student(model: torch.nn.Module, source: Candidate, precision: str, inp: Inputs, folder: Path,
                   opset: int = 17) -> list[Candidate]:
-    """Lower one torch student to each CPU runtime, checking every file against ``model``."""
+    """Lower one torch student to each CPU runtime (files in ``folder``), checking every file against ``model``."""
     from .lower import get_backend
     from .lower.validate import check_agreement
 
@@ -187,12 +210,12 @@ def lower_student(model: torch.nn.Module, source: Candidate, precision: str, inp
         from .quantize import strip_for_export
 
         export_model = strip_for_export(model, inp.example)
-    onnx_path = onnx_be.export_onnx(export_model, inp.example, work / "models" / f"{stem}.onnx", opset=opset)
+    onnx_path = onnx_be.export_onnx(export_model, inp.example, folder / f"{stem}.onnx", opset=opset)
     ort = onnx_be.OnnxRuntimeRunner(onnx_path, inp.threads, precision)
     cands = [Candidate(f"{stem}-onnxruntime", "lower", "onnxruntime", precision, "student", ort, onnx_path,
                        size_on_disk(onnx_path), source.params, source.macs, source=source.name)]
     ov_source = onnx_path if precision == "int8" else model
-    ov_xml = ov_be.export_openvino(ov_source, inp.example, work / "models" / f"{stem}.xml")
+    ov_xml = ov_be.export_openvino(ov_source, inp.example, folder / f"{stem}.xml")
     cands.append(Candidate(f"{stem}-openvino", "lower", "openvino", precision, "student",
                            ov_be.OpenVINORunner(ov_xml, inp.threads, precision), ov_xml, size_on_disk(ov_xml),
                            source.params, source.macs, source=source.name))
@@ -300,107 +323,91 @@ def speedups(cands: list[Candidate], shipped: Candidate | None) -> dict:
 
 
 def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
-    """Run the whole pipeline. Raises EdgekdError on bad input, NotShippedError when nothing qualifies."""
-    from .distill import TeacherLogits, distill
-    from .lower.torch import TorchRunner
-    from .models import count_macs, count_params, create_student
-    from .prune import prune
-    from .quantize import calibration_subset, quantize_ptq, quantize_qat
+    """Run the whole pipeline. Raises EdgekdError on bad input, NotShippedError when nothing qualifies.
+
+    Finished stages are kept in the stage cache (``cfg.cache_dir``, default ``.edgekd-cache`` beside
+    ``--out``) and reused by the next run with the same inputs; Ctrl-C says where it stopped.
+    """
+    from .pipeline import Run, baselines, distill_student, lower, prune_student, quantize_student, teacher_logits
+    from .stagecache import StageStore
 
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     inp = resolve_inputs(cfg, log)
     data, profile, threads = inp.data, inp.profile, inp.threads
-    student_name = cfg.distill.student or profile.default_student
-    student = create_student(student_name, data.channels, data.num_classes, seed=cfg.seed)
-    stages: dict[str, dict] = {}
+    cache = Path(cfg.cache_dir) if cfg.cache_dir is not None else Path(cfg.out).parent / ".edgekd-cache"
+    store = StageStore(cache, seed=cfg.seed, force=cfg.force, log=log)
+    try:
+        with staging(cfg.out, cfg.overwrite) as work:
+            run = Run(cfg, inp, store, work, log)
+            # 1. evaluate the teacher; its logits are computed once and reused by every stage
+            log(f"[1/6] evaluate teacher ({inp.teacher.format}) on {data.split_sizes()}; "
+                f"its logits on {len(cfg.distill.views)} views of train are computed once")
+            tl, tl_key = teacher_logits(run)
+            cands = baselines(run)
+            # 2-3. distill, prune
+            student, distilled, key = distill_student(run, tl, tl_key)
+            cands.append(distilled)
+            student, pruned, key = prune_student(run, student, tl, key)
+            if pruned is not None:
+                cands.append(pruned)
+            fp32_source = cands[-1]
+            opset = 17
+            if profile.runtime == "tensorrt":  # the device's ONNX parser decides the opset (TensorRT 8.2: <= 13)
+                from .lower.tensorrt import export_opset
 
-    with staging(cfg.out, cfg.overwrite) as work:
-        # 1. evaluate the teacher; its logits are computed once and reused by every stage
-        log(f"[1/6] evaluate teacher ({inp.teacher.format}) on {data.split_sizes()}; "
-            f"its logits on {len(cfg.distill.views)} views of train are computed once")
-        tl = TeacherLogits.compute(inp.teacher.logits, data, cfg.distill.views)
-        cands = teacher_baselines(inp, work, cfg, log)
-        # 2. distill
-        log(f"[2/6] distill {student_name} (T={cfg.distill.temperature}, alpha={cfg.distill.alpha})")
-        dres = distill(student, data, tl, cfg.distill, seed=cfg.seed)
-        student = dres.model
-        stages["distill"] = {"student": student_name, "epochs_run": dres.epochs_run,
-                             "best_val_auc": dres.best_val_auc, "history": dres.history}
-        p, m = count_params(student), count_macs(student, inp.example)
-        cands.append(Candidate("student-distilled", "distill", "torch", "fp32", "student",
-                               TorchRunner(student, threads), None, state_dict_bytes(student), p, m))
-        # 3. prune
-        if cfg.prune.ratio > 0:
-            log(f"[3/6] prune {cfg.prune.ratio:.0%} of MACs in {cfg.prune.steps} steps (Torch-Pruning DepGraph)")
-            pres = prune(student, data, tl, cfg.prune, cfg.distill, seed=cfg.seed)
-            student = pres.model
-            stages["prune"] = {"macs_before": pres.macs_before, "macs_after": pres.macs_after,
-                               "params_before": pres.params_before, "params_after": pres.params_after,
-                               "steps": pres.steps}
-            cands.append(Candidate("student-pruned", "prune", "torch", "fp32", "student",
-                                   TorchRunner(student, threads), None, state_dict_bytes(student),
-                                   pres.params_after, pres.macs_after))
-        else:
-            log("[3/6] prune: skipped (--prune-ratio 0)")
-        fp32_source = cands[-1]
-        opset = 17
-        if profile.runtime == "tensorrt":  # the device's ONNX parser decides the opset (TensorRT 8.2: <= 13)
-            from .lower.tensorrt import export_opset
+                opset = export_opset(profile.tensorrt)
+            lowered = lower(run, student, fp32_source, "fp32", key, opset)
+            # 4-5. quantize (PTQ then QAT with the distillation loss), lower INT8
+            if cfg.quant.enabled and "int8" in profile.precisions:
+                qmodel, qcands, qkey = quantize_student(run, student, fp32_source, tl, key)
+                cands += qcands
+                log("[5/6] lower to ONNX and OpenVINO (fp32 and INT8), each checked against its torch source")
+                lowered += lower(run, qmodel, qcands[-1], "int8", qkey, opset)
+            else:
+                log("[4/6] quantize: skipped" + (" (target allows no int8)" if cfg.quant.enabled else ""))
+                log("[5/6] lower to ONNX and OpenVINO (fp32), each checked against its torch source")
+            if profile.runtime == "tensorrt":
+                lowered += lower_for_tensorrt(inp, lowered, work)
+            cands += lowered
+            store.current = "benchmark"
+            result = _benchmark_and_ship(cfg, inp, cands, run.stages, work, t0, log)
+            store.current = None
+    except KeyboardInterrupt:
+        done = ", ".join(store.finished) or "none"
+        log(f"interrupted during stage {store.current or 'set-up'}; finished stages ({done}) are kept in {cache}: "
+            "run the same command again to resume")
+        raise
+    return result
 
-            opset = export_opset(profile.tensorrt)
-        lowered = lower_student(student, fp32_source, "fp32", inp, work, opset)
-        # 4. quantize: PTQ then QAT with the distillation loss
-        if cfg.quant.enabled and "int8" in profile.precisions:
-            log(f"[4/6] INT8: NNCF post-training quantization ({cfg.quant.calibration_samples} images), "
-                f"then {cfg.quant.qat_epochs} QAT epochs")
-            calib = calibration_subset(data.train, cfg.quant.calibration_samples, cfg.seed)
-            qmodel = quantize_ptq(student, calib)
-            cands.append(Candidate("student-int8-ptq", "quantize", "torch", "int8", "student",
-                                   TorchRunner(qmodel, threads), None, None, fp32_source.params, fp32_source.macs,
-                                   timed=False, notes=[SIMULATED]))
-            stage_q = {"calibration_samples": len(calib), "qat_epochs": cfg.quant.qat_epochs}
-            if cfg.quant.qat_epochs > 0:
-                qres = quantize_qat(qmodel, data, tl, cfg.quant, cfg.distill, seed=cfg.seed)
-                qmodel = qres.model
-                stage_q.update(best_val_auc=qres.best_val_auc, history=qres.history)
-                cands.append(Candidate("student-int8-qat", "quantize", "torch", "int8", "student",
-                                       TorchRunner(qmodel, threads), None, None, fp32_source.params,
-                                       fp32_source.macs, timed=False, notes=[SIMULATED]))
-            stages["quantize"] = stage_q
-            # 5. lower INT8
-            log("[5/6] lower to ONNX and OpenVINO (fp32 and INT8), each checked against its torch source")
-            lowered += lower_student(qmodel, cands[-1], "int8", inp, work, opset)
-        else:
-            log("[4/6] quantize: skipped" + (" (target allows no int8)" if cfg.quant.enabled else ""))
-            log("[5/6] lower to ONNX and OpenVINO (fp32), each checked against its torch source")
-        if profile.runtime == "tensorrt":
-            lowered += lower_for_tensorrt(inp, lowered, work)
-        cands += lowered
-        # 6. benchmark every candidate
-        log(f"[6/6] benchmark {len(cands)} candidates (batch 1, {threads} threads)")
-        val, test = as_numpy(data.val), as_numpy(data.test)
-        for c in cands:
-            measure(c, val, test, cfg.bench, threads)
-        teacher_c = cands[0]
-        shipped, ship_info = choose_shipped(cands, profile, teacher_c.metrics.auc, cfg.max_auc_drop)
-        ship_info["teacher_candidate"] = teacher_c.name
-        report = build_report(cfg, inp, cands, shipped, ship_info, stages, work, time.perf_counter() - t0)
-        from .bench.report import write_report
 
-        if shipped is not None:
-            from .bundle import finish_bundle, write_bundle
+def _benchmark_and_ship(cfg: CompressConfig, inp: Inputs, cands: list[Candidate], stages: dict, work: Path,
+                        t0: float, log: Log) -> Result:
+    """Measure every candidate, choose the shipped one, write the report and the bundle."""
+    from .bench.report import write_report
 
-            shipped_d = next(c for c in report["candidates"] if c["name"] == shipped.name)
-            bundle = write_bundle(work, shipped_d, data, profile, cfg.seed)
-            report["bundle"] = {"path": "bundle", "files": sorted(p.name for p in bundle.iterdir())}
-        write_report(report, work)
-        if shipped is not None:
-            finish_bundle(bundle, report)
-        result = Result(report, Path(cfg.out), shipped, cands)
-        if shipped is None:
-            raise NotShippedError(f"nothing shipped: {ship_info['reason']}; candidates and report kept in {cfg.out}")
+    data, profile, threads = inp.data, inp.profile, inp.threads
+    log(f"[6/6] benchmark {len(cands)} candidates (batch 1, {threads} threads)")
+    val, test = as_numpy(data.val), as_numpy(data.test)
+    for c in cands:
+        measure(c, val, test, cfg.bench, threads)
+    teacher_c = cands[0]
+    shipped, ship_info = choose_shipped(cands, profile, teacher_c.metrics.auc, cfg.max_auc_drop)
+    ship_info["teacher_candidate"] = teacher_c.name
+    report = build_report(cfg, inp, cands, shipped, ship_info, stages, work, time.perf_counter() - t0)
+    if shipped is not None:
+        from .bundle import finish_bundle, write_bundle
+
+        shipped_d = next(c for c in report["candidates"] if c["name"] == shipped.name)
+        bundle = write_bundle(work, shipped_d, data, profile, cfg.seed)
+        report["bundle"] = {"path": "bundle", "files": sorted(p.name for p in bundle.iterdir())}
+    write_report(report, work)
+    if shipped is not None:
+        finish_bundle(bundle, report)
+    result = Result(report, Path(cfg.out), shipped, cands)
+    if shipped is None:
+        raise NotShippedError(f"nothing shipped: {ship_info['reason']}; candidates and report kept in {cfg.out}")
     return result
 
 

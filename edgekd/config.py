@@ -94,6 +94,8 @@ class CompressConfig:
     seed: int = 0
     overwrite: bool = False  # replace an existing --out directory
     max_samples: int | None = None  # cap each split (quick runs and tests); None uses everything
+    cache_dir: Path | None = None  # finished stages, reused by later runs; None: .edgekd-cache beside out
+    force: bool = False  # re-run every stage even when a finished one matches
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -45,6 +45,8 @@ def compress(
     max_samples: Optional[int] = typer.Option(None, help="Cap each split to N samples (quick runs)."),
     seed: int = typer.Option(0, help="Seed for every random choice."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Where finished stages are kept and reused (default: .edgekd-cache beside --out)."),
+    force: bool = typer.Option(False, "--force", help="Re-run every stage even when a finished one matches."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table and errors."),
 ) -> None:
     """Distill, prune, quantize, lower and benchmark a student for a target; write report.json/md."""
@@ -61,7 +63,8 @@ def compress(
     try:
         cfg = CompressConfig(target=target, out=out, teacher=teacher, teacher_weights=teacher_weights,
                              trust_checkpoint=trust_checkpoint, data=data, max_auc_drop=max_auc_drop,
-                             seed=seed, overwrite=overwrite, max_samples=max_samples)
+                             seed=seed, overwrite=overwrite, max_samples=max_samples,
+                             cache_dir=cache_dir, force=force)
         pre = Preprocessing(image_size=image_size)
         if mean is not None:
             pre = replace(pre, mean=_floats(mean, "--mean"))

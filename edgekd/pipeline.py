@@ -1,0 +1,285 @@
+"""The pipeline's resumable stages: each one reuses its finished output or computes and keeps it.
+
+    teacher-logits → baselines → distill → prune → lower-fp32 → quantize → lower-int8
+
+Every stage writes into a :class:`~edgekd.stagecache.StageStore` entry keyed by what it depends
+on (see that module), and the run always continues from what the entry holds, whether it was
+just computed or reused: an interrupted-and-resumed run and an uninterrupted one follow the same
+code from every stage boundary on. Models travel between stages as files that need no pickle
+(state_dicts read with ``weights_only=True``, the pruned structure as JSON, ONNX, OpenVINO IR).
+Benchmarking, shipping and the report are always done afresh: every figure in a report is
+measured in the run that writes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ._io import size_on_disk
+from .bench.candidates import Candidate, state_dict_bytes
+from .config import CompressConfig
+from .stagecache import DONE, StageEntry, StageStore, digest
+
+Log = Callable[[str], None]
+SIMULATED = "NNCF fake-quantized torch model (simulated INT8): accuracy only; latency is measured on the lowered INT8 files"
+
+
+@dataclass
+class Run:
+    """One compress run: validated inputs, the stage store and the output folder being written."""
+
+    cfg: CompressConfig
+    inp: object  # edgekd.api.Inputs
+    store: StageStore
+    work: Path
+    log: Log
+    data_key: str = ""
+    teacher_key: str = ""
+    stages: dict = field(default_factory=dict)  # per stage: what report.json's "stages" holds
+
+    def __post_init__(self) -> None:
+        self.data_key = fingerprint_data(self.inp.data)
+        t = self.inp.teacher
+        self.teacher_key = digest(t.format, t.spec if str(t.spec).startswith("timm:") else None, t.sha256)
+
+    def copy_in(self, entry: StageEntry, sub: str) -> Path:
+        """Copy a stage entry's files into ``work/sub`` (the output folder keeps every artifact)."""
+        dest = self.work / sub
+        dest.mkdir(parents=True, exist_ok=True)
+        for p in sorted(entry.path.iterdir()):
+            if p.is_file() and p.name != DONE:
+                shutil.copyfile(p, dest / p.name)
+        return dest
+
+
+def fingerprint_data(data) -> str:
+    """sha256 over the preprocessed tensors of every split, labels and class names.
+
+    This covers the file, the preprocessing, ``--max-samples`` and the seed that drew the subset:
+    whatever changes what the model sees changes the key.
+    """
+    h = hashlib.sha256()
+    for split in (data.train, data.val, data.test):
+        h.update(np.ascontiguousarray(split.images.numpy()).tobytes())
+        h.update(np.ascontiguousarray(split.labels.numpy()).tobytes())
+    h.update(repr((data.class_names, data.channels, tuple(data.image_size))).encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- candidates as files
+
+
+def candidate_record(c: Candidate, folder: Path) -> dict:
+    """What rebuilds a file-backed candidate: everything but the runner; paths relative to the stage."""
+    path = Path(c.path)
+    try:
+        rel, inside = path.resolve().relative_to(folder.resolve()).as_posix(), True
+    except ValueError:
+        rel, inside = str(path.resolve()), False
+    return {"name": c.name, "stage": c.stage, "backend": c.backend, "precision": c.precision, "role": c.role,
+            "path": rel, "inside": inside, "params": c.params, "macs": c.macs, "source": c.source,
+            "agreement": c.agreement.to_dict() if c.agreement is not None else None, "notes": list(c.notes),
+            "timed": c.timed}
+
+
+def candidate_from_record(d: dict, folder: Path, threads: int) -> Candidate:
+    from .lower import get_backend
+    from .lower.validate import Agreement
+
+    path = folder / d["path"] if d["inside"] else Path(d["path"])
+    be = get_backend(d["backend"])
+    runner = (be.OpenVINORunner if d["backend"] == "openvino" else be.OnnxRuntimeRunner)(path, threads, d["precision"])
+    return Candidate(d["name"], d["stage"], d["backend"], d["precision"], d["role"], runner, path,
+                     size_on_disk(path), d["params"], d["macs"],
+                     agreement=Agreement(**d["agreement"]) if d["agreement"] else None,
+                     source=d["source"], notes=list(d["notes"]), timed=d["timed"])
+
+
+def _lowered_stage(run: Run, stage: str, key: str, sub: str, produce: Callable[[Path], list[Candidate]],
+                   what: str) -> list[Candidate]:
+    """Run a stage that writes model files; return its candidates rebuilt from the output folder."""
+    def _produce(folder: Path) -> dict:
+        return {"candidates": [candidate_record(c, folder) for c in produce(folder)]}
+
+    entry = run.store.run(stage, key, _produce, what)
+    dest = run.copy_in(entry, sub)
+    return [candidate_from_record(d, dest, run.inp.threads) for d in entry.info["candidates"]]
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def teacher_logits(run: Run) -> tuple["object", str]:
+    """Stage 1: the teacher's logits on val and on every augmentation view of train, computed once."""
+    from .distill import TeacherLogits
+
+    views = tuple(run.cfg.distill.views)
+    key = run.store.key("teacher-logits", run.teacher_key, run.data_key, views)
+
+    def produce(folder: Path) -> dict:
+        tl = TeacherLogits.compute(run.inp.teacher.logits, run.inp.data, views)
+        arrays = {"train": tl.train.numpy(), "val": tl.val.numpy()}
+        if tl.train_views is not None:
+            arrays["train_views"] = tl.train_views.numpy()
+        np.savez(folder / "teacher_logits.npz", **arrays)
+        return {"views": list(tl.views)}
+
+    entry = run.store.run("teacher-logits", key, produce, f"{len(views)} views")
+    with np.load(entry.file("teacher_logits.npz"), allow_pickle=False) as z:
+        tl = TeacherLogits(torch.from_numpy(z["train"]), torch.from_numpy(z["val"]), tuple(entry.info["views"]),
+                           torch.from_numpy(z["train_views"]) if "train_views" in z.files else None)
+    return tl, key
+
+
+def baselines(run: Run) -> list[Candidate]:
+    """Stage 2: the teacher as a user would deploy it without edgekd (torch, ORT, OpenVINO fp32 and INT8 PTQ)."""
+    from .api import teacher_baselines, teacher_torch_candidate
+
+    cfg = run.cfg
+    key = run.store.key("baselines", run.teacher_key, run.data_key, cfg.quant.calibration_samples, cfg.seed)
+    live = teacher_torch_candidate(run.inp)
+    files = _lowered_stage(run, "baselines", key, "baselines",
+                           lambda folder: teacher_baselines(run.inp, folder, cfg, run.log, live), "teacher files")
+    return ([live] if live is not None else []) + files
+
+
+def distill_student(run: Run, tl, tl_key: str) -> tuple[torch.nn.Module, Candidate, str]:
+    """Stage 3: knowledge distillation of the profile's (or --student) student."""
+    from .distill import distill
+    from .lower.torch import TorchRunner
+    from .models import count_macs, count_params, create_student
+
+    cfg, inp = run.cfg, run.inp
+    name = cfg.distill.student or inp.profile.default_student
+    build = lambda: create_student(name, inp.data.channels, inp.data.num_classes, seed=cfg.seed)  # noqa: E731
+    build()  # an unknown student name fails here, before any training
+    key = run.store.key("distill", tl_key, name, asdict(cfg.distill), cfg.seed)
+
+    def produce(folder: Path) -> dict:
+        res = distill(build(), inp.data, tl, cfg.distill, seed=cfg.seed)
+        torch.save(_state(res.model), folder / "student.pt")
+        return {"student": name, "epochs_run": res.epochs_run, "best_val_auc": res.best_val_auc,
+                "history": res.history}
+
+    run.log(f"[2/6] distill {name} (T={cfg.distill.temperature}, alpha={cfg.distill.alpha})")
+    entry = run.store.run("distill", key, produce, name)
+    model = build()
+    model.load_state_dict(torch.load(entry.file("student.pt"), map_location="cpu", weights_only=True))
+    model.eval()
+    run.copy_in(entry, "models/distilled")
+    run.stages["distill"] = dict(entry.info)
+    c = Candidate("student-distilled", "distill", "torch", "fp32", "student", TorchRunner(model, inp.threads),
+                  None, state_dict_bytes(model), count_params(model), count_macs(model, inp.example))
+    return model, c, key
+
+
+def prune_student(run: Run, model: torch.nn.Module, tl, distill_key: str) -> tuple[torch.nn.Module, Candidate | None, str]:
+    """Stage 4: structured pruning toward a MACs ratio, with distillation fine-tuning."""
+    from .lower.torch import TorchRunner
+    from .models import create_student
+    from .prune import prune
+    from .prune.serialize import load_pruned, save_pruned
+
+    cfg, inp = run.cfg, run.inp
+    if cfg.prune.ratio <= 0:
+        run.log("[3/6] prune: skipped (--prune-ratio 0)")
+        return model, None, distill_key
+    name = run.stages["distill"]["student"]
+    build = lambda: create_student(name, inp.data.channels, inp.data.num_classes, seed=cfg.seed)  # noqa: E731
+    key = run.store.key("prune", distill_key, asdict(cfg.prune))
+
+    def produce(folder: Path) -> dict:
+        res = prune(model, inp.data, tl, cfg.prune, cfg.distill, seed=cfg.seed)
+        save_pruned(res.model, build(), folder)
+        return {"macs_before": res.macs_before, "macs_after": res.macs_after, "params_before": res.params_before,
+                "params_after": res.params_after, "steps": res.steps}
+
+    run.log(f"[3/6] prune {cfg.prune.ratio:.0%} of MACs in {cfg.prune.steps} steps (Torch-Pruning DepGraph)")
+    entry = run.store.run("prune", key, produce, f"{cfg.prune.ratio:.0%} of MACs")
+    pruned = load_pruned(build, entry.path)
+    run.copy_in(entry, "models/pruned")
+    run.stages["prune"] = dict(entry.info)
+    info = entry.info
+    c = Candidate("student-pruned", "prune", "torch", "fp32", "student", TorchRunner(pruned, inp.threads), None,
+                  state_dict_bytes(pruned), info["params_after"], info["macs_after"])
+    return pruned, c, key
+
+
+def lower(run: Run, model: torch.nn.Module, source: Candidate, precision: str, key_in: str, opset: int
+          ) -> list[Candidate]:
+    """Stages 5 and 7: ONNX and OpenVINO files of one torch student, each checked against it."""
+    from .api import lower_student
+
+    stage = f"lower-{precision}"
+    key = run.store.key(stage, key_in, opset)
+    return _lowered_stage(run, stage, key, "models",
+                          lambda folder: lower_student(model, source, precision, run.inp, folder, opset),
+                          f"ONNX + OpenVINO {precision}")
+
+
+def quantize_student(run: Run, model: torch.nn.Module, fp32: Candidate, tl, prune_key: str
+                     ) -> tuple[torch.nn.Module, list[Candidate], str]:
+    """Stage 6: NNCF post-training INT8, then quantization-aware fine-tuning with the KD loss."""
+    from .lower.torch import TorchRunner
+    from .quantize import calibration_subset, quantize_ptq, quantize_qat
+
+    cfg, inp = run.cfg, run.inp
+    calib = calibration_subset(inp.data.train, cfg.quant.calibration_samples, cfg.seed)
+    key = run.store.key("quantize", prune_key, asdict(cfg.quant), cfg.seed)
+
+    probe = calib[:8]
+
+    def produce(folder: Path) -> dict:
+        ptq = quantize_ptq(model, calib)
+        info: dict = {"calibration_samples": len(calib), "qat_epochs": cfg.quant.qat_epochs}
+        _save_quantized(ptq, probe, folder / "ptq.pt")
+        if cfg.quant.qat_epochs > 0:
+            res = quantize_qat(ptq, inp.data, tl, cfg.quant, cfg.distill, seed=cfg.seed)  # trains ptq in place
+            _save_quantized(res.model, probe, folder / "qat.pt")
+            info.update(best_val_auc=res.best_val_auc, history=res.history)
+        return info
+
+    run.log(f"[4/6] INT8: NNCF post-training quantization ({len(calib)} images), "
+            f"then {cfg.quant.qat_epochs} QAT epochs")
+    entry = run.store.run("quantize", key, produce, "PTQ + QAT")
+    run.copy_in(entry, "models/quantized")
+    run.stages["quantize"] = dict(entry.info)
+
+    def rebuild(name: str) -> torch.nn.Module:
+        # NNCF's quantizer placement does not depend on the statistics: PTQ on one image rebuilds the
+        # structure in a second, then the saved state (scales, weights) replaces everything it computed
+        saved = torch.load(entry.file(name), map_location="cpu", weights_only=True)
+        q = quantize_ptq(model, calib[:1])
+        q.load_state_dict(saved["state"])
+        q.eval()
+        with torch.no_grad():
+            # same weights and scales: equal up to float summation order (thread counts may differ)
+            if not torch.allclose(q(probe), saved["probe_logits"], rtol=1e-4, atol=1e-4):
+                raise RuntimeError(f"internal: the INT8 model rebuilt from {entry.file(name)} does not reproduce "
+                                   "its saved outputs; re-run with --force")
+        return q
+
+    models = [("student-int8-ptq", rebuild("ptq.pt"))]
+    if entry.file("qat.pt").exists():
+        models.append(("student-int8-qat", rebuild("qat.pt")))
+    cands = [Candidate(n, "quantize", "torch", "int8", "student", TorchRunner(m, inp.threads), None, None,
+                       fp32.params, fp32.macs, timed=False, notes=[SIMULATED]) for n, m in models]
+    return models[-1][1], cands, key
+
+
+def _save_quantized(model: torch.nn.Module, probe: torch.Tensor, path: Path) -> None:
+    """The quantized model's state and its logits on a few images (checked when it is rebuilt)."""
+    model.eval()
+    with torch.no_grad():
+        logits = model(probe).detach().clone()
+    torch.save({"state": _state(model), "probe_logits": logits}, path)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
