@@ -6,7 +6,7 @@ from typing import Any
 
 from .._io import write_json_atomic, write_text_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: metrics.auc_ci/ece/operating_point/val_sensitivity/per_class, clinical, sensitivity budget
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
