@@ -39,12 +39,15 @@ def roc_points(probs: np.ndarray, labels: np.ndarray, max_points: int = ROC_POIN
     order = np.argsort(-scores, kind="mergesort")
     scores, is_pos = scores[order], is_pos[order]
     last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # last index of each distinct score
-    tps, fps = np.cumsum(is_pos)[last], (last + 1) - np.cumsum(is_pos)[last]
-    tpr = np.r_[0.0, tps / max(is_pos.sum(), 1)]
-    fpr = np.r_[0.0, fps / max((~is_pos).sum(), 1)]
-    if len(fpr) > 2:  # keep corners only
-        turn = np.r_[True, np.logical_or(np.diff(fpr, 2) != 0, np.diff(tpr, 2) != 0), True]
-        fpr, tpr = fpr[turn], tpr[turn]
+    tps = np.r_[0, np.cumsum(is_pos)[last]]
+    fps = np.r_[0, (last + 1)] - tps
+    if len(tps) > 2:  # drop points on a straight run (exact, on integer counts): the corners draw the same curve
+        d_tp, d_fp = np.diff(tps), np.diff(fps)
+        straight = d_fp[:-1] * d_tp[1:] == d_tp[:-1] * d_fp[1:]
+        keep = np.r_[True, ~straight, True]
+        tps, fps = tps[keep], fps[keep]
+    tpr = tps / max(int(is_pos.sum()), 1)
+    fpr = fps / max(int((~is_pos).sum()), 1)
     if len(fpr) > max_points:
         keep = np.unique(np.round(np.linspace(0, len(fpr) - 1, max_points)).astype(int))
         fpr, tpr = fpr[keep], tpr[keep]
