@@ -25,7 +25,7 @@ THUMB_PX = 96
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:24px auto;max-width:1280px;color:#222;padding:0 16px}
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;border-bottom:1px solid #ddd;padding-bottom:3px;margin-top:1.8em}
-table{border-collapse:collapse;font-size:.82em;margin:.5em 0} th,td{border:1px solid #ddd;padding:3px 7px}
+table{border-collapse:collapse;font-size:.76em;margin:.5em 0} th,td{border:1px solid #ddd;padding:2px 5px}
 th{background:#f4f4f4;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .scroll{overflow-x:auto}
 tr.shipped td{background:#fdecea;font-weight:600} tr.baseline td{color:#666}

@@ -244,7 +244,7 @@ def evaluate_logits(
     probs = softmax(np.asarray(test_logits, dtype=np.float64))
     common = dict(auc=auc_of_probs(probs, test_labels), ece=expected_calibration_error(probs, test_labels),
                   auc_ci=bootstrap_auc_ci(probs, test_labels, resamples=resamples, seed=seed),
-                  test_probs=probs.astype(np.float32))
+                  test_probs=probs)
     if probs.shape[1] == 2:
         thr, how, val_sens = 0.5, "default-0.5", None
         if val_logits is not None and val_labels is not None:
