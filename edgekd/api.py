@@ -61,6 +61,7 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     from .models import load_teacher
 
     profile = load_target(cfg.target)
+    shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop)  # bad budgets fail before any work
     pre = cfg.preprocessing
     if pre.image_size is None and profile.input_size is not None:
         pre = replace(pre, image_size=profile.input_size)
@@ -84,7 +85,6 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     teacher.check(data.channels, data.num_classes, data.image_size)
     # the profile's thread count is the device's; the host never oversubscribes its own cores
     threads = cfg.bench.threads or min(profile.threads, os.cpu_count() or 1)
-    shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop)  # bad budgets fail before any work
     return Inputs(profile, data, teacher, threads, data.test.images[:1].clone())
 
 

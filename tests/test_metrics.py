@@ -341,3 +341,16 @@ def test_every_bundled_profile_sets_both_budgets_and_bad_ones_are_rejected():
         parse_profile("name: x\nruntime: openvino\nprecisions: [fp32]\nmax_sensitivity_drop: a lot\n")
     p = parse_profile("name: x\nruntime: openvino\nprecisions: [fp32]\nmax_sensitivity_drop: 0.05\n")
     assert p.max_sensitivity_drop == 0.05
+
+
+def test_a_bad_budget_on_the_command_line_fails_at_once_with_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgekd.cli import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["compress", "--target", "intel-cpu", "--max-sensitivity-drop", "5", "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: --max-sensitivity-drop 5.0 must be in [-1, 1] "
+                                     "(e.g. 0.01; negative: must beat the teacher)")
+    assert not out.exists()
