@@ -1,8 +1,8 @@
 """report.html from a real (tiny) compress run: self-contained, rendered by a real headless Chromium,
 and every figure it shows taken from report.json; report.md carries the same numbers.
 
-Chromium comes from Debian's package (`apt-get install -y chromium`); without it these tests fail
-with that hint, unless EDGEKD_SKIP_BROWSER=1 is set (then only the browser test is skipped).
+Chromium comes from Debian's package (`apt-get install -y chromium`); without it the browser test
+fails with that hint, unless EDGEKD_SKIP_BROWSER=1 is set (then it is skipped).
 """
 from __future__ import annotations
 
