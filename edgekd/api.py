@@ -30,7 +30,7 @@ from .bench.candidates import Candidate, measure
 from .config import CompressConfig
 from .data import Dataset, load_dataset
 from .errors import InputError, NotShippedError
-from .targets import TargetProfile, load_target
+from .targets import TargetProfile, load_target, shipping_budget
 
 Log = Callable[[str], None]
 
@@ -62,6 +62,7 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     from .models import load_teacher
 
     profile = load_target(cfg.target)
+    shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop)  # bad budgets fail before any work
     pre = cfg.preprocessing
     if pre.image_size is None and profile.input_size is not None:
         pre = replace(pre, image_size=profile.input_size)
@@ -85,8 +86,6 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     teacher.check(data.channels, data.num_classes, data.image_size)
     # the profile's thread count is the device's; the host never oversubscribes its own cores
     threads = cfg.bench.threads or min(profile.threads, os.cpu_count() or 1)
-    if not -1 <= cfg.max_auc_drop <= 1:
-        raise InputError(f"--max-auc-drop {cfg.max_auc_drop} must be in [-1, 1] (e.g. 0.01; negative: must beat the teacher)")
     return Inputs(profile, data, teacher, threads, data.test.images[:1].clone())
 
 
@@ -265,43 +264,77 @@ def lower_for_tensorrt(inp: Inputs, lowered: list[Candidate], work: Path) -> lis
     return out
 
 
-def choose_shipped(cands: list[Candidate], profile: TargetProfile, teacher_auc: float, max_drop: float
+def choose_shipped(cands: list[Candidate], profile: TargetProfile, teacher_auc: float, max_drop: float, *,
+                   teacher_sensitivity: float | None = None, max_sensitivity_drop: float | None = None
                    ) -> tuple[Candidate | None, dict]:
-    """The fastest student for the target's runtime whose test AUC ≥ teacher AUC − max_drop."""
+    """The fastest student for the target's runtime inside both budgets.
+
+    Eligible: test AUC >= teacher AUC - ``max_drop`` and, when ``max_sensitivity_drop`` is given,
+    test sensitivity >= teacher sensitivity - ``max_sensitivity_drop``: a model that misses more
+    positive cases than the budget allows is not shipped even when its AUC is inside the budget.
+    """
     floor = teacher_auc - max_drop
+    sens_rule = max_sensitivity_drop is not None and teacher_sensitivity is not None \
+        and not np.isnan(teacher_sensitivity)
+    sens_floor = teacher_sensitivity - max_sensitivity_drop if sens_rule else None
     device_built = profile.runtime == "tensorrt"  # engines are built and timed on the device only
     deployable = [c for c in cands if c.role == "student" and c.backend == profile.runtime
                   and c.precision in profile.precisions and (c.latency is not None or device_built)]
-    eligible = [c for c in deployable if c.metrics is not None and c.metrics.auc >= floor]
+    auc_ok = [c for c in deployable if c.metrics is not None and c.metrics.auc >= floor]
+    eligible = [c for c in auc_ok if not sens_rule or c.metrics.sensitivity >= sens_floor]
+    budget = f"test AUC >= teacher AUC - {max_drop}" + (
+        f" and test sensitivity >= teacher sensitivity - {max_sensitivity_drop}" if sens_rule else "")
     info = {
-        "rule": f"fastest {profile.runtime} student with test AUC >= teacher AUC - {max_drop}",
+        "rule": f"fastest {profile.runtime} student with {budget}",
         "teacher_auc": teacher_auc, "min_auc": floor, "max_auc_drop": max_drop,
+        "teacher_sensitivity": teacher_sensitivity, "min_sensitivity": sens_floor,
+        "max_sensitivity_drop": max_sensitivity_drop,
         "deployable": [c.name for c in deployable], "eligible": [c.name for c in eligible],
+        "rejected_for_sensitivity": [c.name for c in auc_ok if c not in eligible],
     }
     if not eligible:
-        best = max(deployable, key=lambda c: c.metrics.auc, default=None)
-        info["reason"] = (
-            f"no {profile.runtime} candidate reached test AUC {floor:.4f} (teacher {teacher_auc:.4f} − {max_drop}); "
-            + (f"best was {best.name} at {best.metrics.auc:.4f}" if best else "no deployable candidate")
-        )
+        info["reason"] = _not_shipped_reason(profile, deployable, auc_ok, teacher_auc, floor, max_drop,
+                                             teacher_sensitivity, sens_floor)
         return None, info
+
+    def figures(c: Candidate) -> str:
+        text = f"test AUC {c.metrics.auc:.4f} (teacher {teacher_auc:.4f}, floor {floor:.4f})"
+        if sens_rule:
+            text += (f", sensitivity {c.metrics.sensitivity:.4f} (teacher {teacher_sensitivity:.4f}, "
+                     f"floor {sens_floor:.4f})")
+        return text
+
     if device_built:
         order = list(profile.precisions)
         shipped = min(eligible, key=lambda c: order.index(c.precision))
         info["rule"] = (f"{profile.runtime} engines cannot be built or timed on the host: the first precision in the "
-                        f"profile's order {order} whose test AUC >= teacher AUC - {max_drop}")
+                        f"profile's order {order} with {budget}")
         info["reason"] = (
-            f"{shipped.precision} is the profile's preferred precision among {len(eligible)} eligible; test AUC "
-            f"{shipped.metrics.auc:.4f} (teacher {teacher_auc:.4f}, floor {floor:.4f}) measured with ONNX Runtime "
+            f"{shipped.precision} is the profile's preferred precision among {len(eligible)} eligible; "
+            f"{figures(shipped)} measured with ONNX Runtime "
             f"on the file the engine is built from; device latency: run the bundle's runner and `edgekd report --merge`"
         )
         return shipped, info
     shipped = min(eligible, key=lambda c: c.latency.p50)
     info["reason"] = (
-        f"fastest of {len(eligible)} eligible: p50 {shipped.latency.p50:.3f} ms, test AUC {shipped.metrics.auc:.4f} "
-        f"(teacher {teacher_auc:.4f}, floor {floor:.4f})"
+        f"fastest of {len(eligible)} eligible: p50 {shipped.latency.p50:.3f} ms, {figures(shipped)}"
     )
     return shipped, info
+
+
+def _not_shipped_reason(profile: TargetProfile, deployable: list[Candidate], auc_ok: list[Candidate],
+                        teacher_auc: float, floor: float, max_drop: float, teacher_sens: float | None,
+                        sens_floor: float | None) -> str:
+    """One line: which budget no candidate met, and the best candidate against it."""
+    if auc_ok:  # the AUC budget was met, sensitivity was not
+        best = max(auc_ok, key=lambda c: c.metrics.sensitivity)
+        return (f"no {profile.runtime} candidate kept test sensitivity >= {sens_floor:.4f} (teacher {teacher_sens:.4f}); "
+                f"best inside the AUC budget was {best.name} at sensitivity {best.metrics.sensitivity:.4f}, "
+                f"AUC {best.metrics.auc:.4f}")
+    scored = [c for c in deployable if c.metrics is not None]
+    best = max(scored, key=lambda c: c.metrics.auc, default=None)
+    return (f"no {profile.runtime} candidate reached test AUC {floor:.4f} (teacher {teacher_auc:.4f} − {max_drop}); "
+            + (f"best was {best.name} at {best.metrics.auc:.4f}" if best else "no deployable candidate"))
 
 
 def speedups(cands: list[Candidate], shipped: Candidate | None) -> dict:
@@ -387,13 +420,18 @@ def _benchmark_and_ship(cfg: CompressConfig, inp: Inputs, cands: list[Candidate]
     """Measure every candidate, choose the shipped one, write the report and the bundle."""
     from .bench.report import write_report
 
+    from .bench.html import write_html
+
     data, profile, threads = inp.data, inp.profile, inp.threads
     log(f"[6/6] benchmark {len(cands)} candidates (batch 1, {threads} threads)")
     val, test = as_numpy(data.val), as_numpy(data.test)
     for c in cands:
-        measure(c, val, test, cfg.bench, threads)
-    teacher_c = cands[0]
-    shipped, ship_info = choose_shipped(cands, profile, teacher_c.metrics.auc, cfg.max_auc_drop)
+        measure(c, val, test, cfg.bench, threads, reference=cands[0].metrics, seed=cfg.seed)
+    teacher_c, budget = cands[0], shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop)
+    shipped, ship_info = choose_shipped(cands, profile, teacher_c.metrics.auc, budget.max_auc_drop,
+                                        teacher_sensitivity=teacher_c.metrics.sensitivity,
+                                        max_sensitivity_drop=budget.max_sensitivity_drop)
+    ship_info["budget_source"] = budget.source
     ship_info["teacher_candidate"] = teacher_c.name
     report = build_report(cfg, inp, cands, shipped, ship_info, stages, work, time.perf_counter() - t0)
     if shipped is not None:
@@ -403,6 +441,7 @@ def _benchmark_and_ship(cfg: CompressConfig, inp: Inputs, cands: list[Candidate]
         bundle = write_bundle(work, shipped_d, data, profile, cfg.seed)
         report["bundle"] = {"path": "bundle", "files": sorted(p.name for p in bundle.iterdir())}
     write_report(report, work)
+    write_html(report, work, data)
     if shipped is not None:
         finish_bundle(bundle, report)
     result = Result(report, Path(cfg.out), shipped, cands)
@@ -416,7 +455,12 @@ def build_report(cfg: CompressConfig, inp: Inputs, cands: list[Candidate], shipp
     from .bench.machine import machine_info
     from .bench.report import SCHEMA_VERSION
 
+    from .bench.clinical import clinical_section
+
     d, t = inp.data, inp.teacher
+    cand_dicts = [c.to_dict(work) for c in cands]
+    clinical = clinical_section(cands, shipped, d.test.labels.numpy(), cand_dicts, cfg.bench.operating_point,
+                                cfg.bench.bootstrap_resamples, cfg.seed)
     return {
         "schema_version": SCHEMA_VERSION,
         "edgekd_version": __version__,
@@ -433,9 +477,10 @@ def build_report(cfg: CompressConfig, inp: Inputs, cands: list[Candidate], shipp
         "machine": machine_info(inp.threads),
         "config": cfg.to_dict(),
         "stages": stages,
-        "candidates": [c.to_dict(work) for c in cands],
+        "candidates": cand_dicts,
         "shipped": shipped.name if shipped else None,
         "shipping": ship_info,
+        "clinical": clinical,
         "speedups": speedups(cands, shipped),
         "seconds": seconds,
     }

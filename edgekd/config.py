@@ -73,6 +73,10 @@ class BenchConfig:
     warmup: int = 20
     iterations: int = 200
     threads: int | None = None  # None: the target profile's thread count
+    # binary operating point, chosen on val: "teacher-sensitivity" (each model's threshold reaches the
+    # teacher's val sensitivity at the teacher's Youden threshold) or "youden" (each model's own Youden's J)
+    operating_point: str = "teacher-sensitivity"
+    bootstrap_resamples: int = 1000  # seeded percentile bootstrap of the test AUC (95 % CI); 0 disables
 
 
 @dataclass
@@ -90,7 +94,9 @@ class CompressConfig:
     prune: PruneConfig = field(default_factory=PruneConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
-    max_auc_drop: float = 0.01  # ship only candidates whose test AUC >= teacher AUC - this
+    # shipping budgets; None: the target profile's (targets/*.yaml). A model ships only when both hold.
+    max_auc_drop: float | None = None  # test AUC >= teacher AUC - this
+    max_sensitivity_drop: float | None = None  # test sensitivity >= teacher sensitivity - this
     seed: int = 0
     overwrite: bool = False  # replace an existing --out directory
     max_samples: int | None = None  # cap each split (quick runs and tests); None uses everything

@@ -31,6 +31,8 @@ class TargetProfile:
     gpu_fallback: bool = True  # let layers DLA cannot run fall back to the GPU
     latency_budget_ms: float | None = None  # batch-1 p50 the shipped model should stay under
     memory_budget_mb: float | None = None  # memory the runtime session may use on the device
+    max_auc_drop: float = 0.01  # shipping budget: test AUC >= teacher AUC - this (--max-auc-drop overrides)
+    max_sensitivity_drop: float = 0.02  # shipping budget: test sensitivity >= teacher's - this (--max-sensitivity-drop)
     jetpack: str | None = None  # NVIDIA JetPack release on the device (Jetson targets)
     tensorrt: str | None = None  # TensorRT major.minor on the device: engines are built there, for that version
     python: str | None = None  # Python on the device (the runner must run there)
@@ -42,6 +44,30 @@ class TargetProfile:
         d = asdict(self)
         d["precisions"] = list(self.precisions)
         return d
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The shipping budgets of one run: the profile's, each overridable by a command-line option."""
+
+    max_auc_drop: float  # ship only when test AUC >= teacher AUC - this
+    max_sensitivity_drop: float  # ... and test sensitivity >= teacher sensitivity - this
+    source: dict[str, str] = field(default_factory=dict)  # per budget: "profile" or "option"
+
+
+def shipping_budget(profile: TargetProfile, max_auc_drop: float | None = None,
+                    max_sensitivity_drop: float | None = None) -> Budget:
+    """The profile's budgets with the options that were given (not None) in their place."""
+    from .errors import InputError
+
+    values, source = {}, {}
+    for key, option in (("max_auc_drop", max_auc_drop), ("max_sensitivity_drop", max_sensitivity_drop)):
+        flag = "--" + key.replace("_", "-")
+        if option is not None and not -1 <= option <= 1:
+            raise InputError(f"{flag} {option} must be in [-1, 1] (e.g. 0.01; negative: must beat the teacher)")
+        values[key] = float(getattr(profile, key) if option is None else option)
+        source[key] = "profile" if option is None else "option"
+    return Budget(**values, source=source)
 
 
 def targets_dir() -> Path:
@@ -139,6 +165,9 @@ def parse_profile(text: str, *, source: str | os.PathLike | None = None) -> Targ
             not isinstance(v[key], (int, float)) or isinstance(v[key], bool) or v[key] <= 0
         ):
             raise bad(key, "null or a positive number")
+    for key in ("max_auc_drop", "max_sensitivity_drop"):
+        if key in v and (not isinstance(v[key], (int, float)) or isinstance(v[key], bool) or not -1 <= v[key] <= 1):
+            raise bad(key, "a number in [-1, 1] (e.g. 0.01; negative: the student must beat the teacher)")
     if v.get("workspace_mb") is not None and (
         not isinstance(v["workspace_mb"], int) or isinstance(v["workspace_mb"], bool) or v["workspace_mb"] < 16
     ):

@@ -21,7 +21,7 @@ def test_compress_ships_a_verified_student_and_writes_the_report(data_and_teache
     npz, teacher = data_and_teacher
     out = tmp_path / "build"
     result = runner.invoke(app, ["compress", "--teacher", str(teacher), "--data", str(npz), "--target",
-                                 "generic-cpu", "--out", str(out), "--max-auc-drop", "1.0", *QUICK])
+                                 "generic-cpu", "--out", str(out), "--max-auc-drop", "1.0", "--max-sensitivity-drop", "1.0", *QUICK])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
 
@@ -94,7 +94,7 @@ def test_the_embedded_demo_runs_offline_with_a_cached_timm_teacher(tmp_path, mon
     monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     args = ["compress", "--target", "intel-cpu", "--out", str(out), "--max-samples", "160", "--no-quantize",
-            "--epochs", "1", "--prune-ratio", "0", "--iterations", "10", "--max-auc-drop", "1.0"]
+            "--epochs", "1", "--prune-ratio", "0", "--iterations", "10", "--max-auc-drop", "1.0", "--max-sensitivity-drop", "1.0"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())

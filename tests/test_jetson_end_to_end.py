@@ -28,7 +28,7 @@ BUNDLE = {"model.onnx", "build_engine.sh", "runner.py", "sample.npz", "preproces
 def compress(target, data_and_teacher, out):
     npz, teacher = data_and_teacher
     result = runner.invoke(app, ["compress", "--teacher", str(teacher), "--data", str(npz), "--target", target,
-                                 "--out", str(out), "--max-auc-drop", "1.0", *QUICK])
+                                 "--out", str(out), "--max-auc-drop", "1.0", "--max-sensitivity-drop", "1.0", *QUICK])
     assert result.exit_code == 0, result.output
     return json.loads((out / "report.json").read_text())
 

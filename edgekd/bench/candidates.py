@@ -84,8 +84,15 @@ def measure(
     threads: int,
     *,
     logits_cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    reference: Metrics | None = None,
+    seed: int = 0,
 ) -> None:
-    """Fill in the candidate's clinical metrics (threshold from val, figures on test) and latency."""
+    """Fill in the candidate's clinical metrics (threshold from val, figures on test) and latency.
+
+    ``reference`` is the teacher's metrics (None while measuring the teacher itself): with
+    ``cfg.operating_point == "teacher-sensitivity"`` this candidate's val threshold is the one
+    reaching the teacher's val sensitivity (see edgekd.bench.metrics).
+    """
     from ..lower._base import predict_batched
     from .latency import measure_latency
 
@@ -96,7 +103,9 @@ def measure(
         test_logits = predict_batched(cand.runner, test[0])
         if logits_cache is not None:
             logits_cache[cand.name] = (val_logits, test_logits)
-    cand.metrics = evaluate_logits(test_logits, test[1], val_logits, val[1])
+    target = reference.val_sensitivity if reference is not None and reference is not cand.metrics else None
+    cand.metrics = evaluate_logits(test_logits, test[1], val_logits, val[1], operating_point=cfg.operating_point,
+                                   target_sensitivity=target, resamples=cfg.bootstrap_resamples, seed=seed)
     if not cand.timed:
         return
     cand.latency = measure_latency(

@@ -6,7 +6,7 @@ from typing import Any
 
 from .._io import write_json_atomic, write_text_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: metrics.auc_ci/ece/operating_point/val_sensitivity/per_class, clinical, sensitivity budget
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
@@ -86,9 +86,11 @@ def markdown(report: dict) -> str:
         lines.append(f"**Nothing shipped** — {ship['reason']}")
     lines += ["", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(report)]
+    rule = ((report.get("clinical") or {}).get("operating_point") or {}).get("rule", "Youden's J")
     lines += [
         "",
-        f"Sensitivity and specificity are at the operating point chosen on val (Youden's J); AUC, accuracy and "
+        f"Sensitivity and specificity are at the operating point chosen on val "
+        f"({rule}); AUC, accuracy and "
         f"latency are on test. Latency: batch 1, {mach['threads']} threads, "
         f"{report['config']['bench']['warmup']} warm-up runs then the median/p99 of "
         f"{report['config']['bench']['iterations']} timed runs.",
@@ -99,6 +101,7 @@ def markdown(report: dict) -> str:
     for name, st in report.get("stages", {}).items():
         summary = ", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in st.items() if not isinstance(v, (list, dict)))
         lines.append(f"- **{name}**: {summary}")
+    lines += clinical_markdown(report)
     lines += device_section(report)
     if report.get("bundle"):
         lines += ["", "## Bundle", "", f"`{report['bundle']['path']}/`: " + ", ".join(report["bundle"]["files"]),
@@ -117,6 +120,72 @@ def markdown(report: dict) -> str:
         for c in rt:
             lines.append(f"- {c['name']}: " + ", ".join(f"{k}={v}" for k, v in c["runtime_config"].items()))
     return "\n".join(lines) + "\n"
+
+
+def clinical_markdown(report: dict) -> list[str]:
+    """The clinical figures of report.html as text (same numbers, same report.json fields)."""
+    cl = report.get("clinical")
+    if not cl:
+        return []
+    op, bs, ship = cl["operating_point"], cl["bootstrap"], report["shipping"]
+    agree = cl.get("teacher_agreement", {})
+    lines = ["", "## Clinical figures (test split)", "",
+             f"- operating point `{op['setting']}`: {op['rule']}; teacher threshold {_fmt(op['teacher_threshold'], '.4f')}, "
+             f"teacher val sensitivity {_fmt(op['teacher_val_sensitivity'], '.4f')}",
+             f"- AUC 95 % CI: {bs['method']} bootstrap, {bs['resamples']} resamples (seed {bs['seed']}); "
+             f"ECE: top-label, {cl['ece_bins']} equal-width bins",
+             f"- budgets: AUC drop ≤ {ship.get('max_auc_drop')}, sensitivity drop ≤ {ship.get('max_sensitivity_drop')} "
+             f"({', '.join(f'{k}: {v}' for k, v in (ship.get('budget_source') or {}).items())}); "
+             f"rejected for sensitivity: {', '.join(ship.get('rejected_for_sensitivity') or []) or 'none'}",
+             f"- Pareto front (AUC vs p50): {', '.join(cl['pareto_front'])}",
+             "", "| candidate | AUC | AUC 95 % CI | sensitivity | specificity | threshold | operating point | ECE | agrees with teacher |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in report["candidates"]:
+        m = c.get("metrics") or {}
+        ci = m.get("auc_ci")
+        lines.append(f"| {c['name']} | {_fmt(m.get('auc'), '.4f')} | {'—' if not ci else f'{ci[0]:.4f}–{ci[1]:.4f}'} | "
+                     f"{_fmt(m.get('sensitivity'), '.4f')} | {_fmt(m.get('specificity'), '.4f')} | "
+                     f"{_fmt(m.get('threshold'), '.4f')} | {m.get('operating_point', '—')} | {_fmt(m.get('ece'), '.4f')} | "
+                     f"{_fmt(agree.get(c['name']), '.4f')} |")
+    lines += waterfall_markdown(report) + disagreement_markdown(report) + per_class_markdown(report)
+    return lines
+
+
+def waterfall_markdown(report: dict) -> list[str]:
+    from .plots import waterfall_values
+
+    names = report["clinical"].get("waterfall", [])
+    lines = ["", "### Stage by stage", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for title, values in waterfall_values(report):
+        lines.append(f"| {title} | " + " | ".join("—" if v is None else f"{v:.4g}" for v in values) + " |")
+    return lines
+
+
+def disagreement_markdown(report: dict) -> list[str]:
+    dis = report["clinical"].get("disagreements")
+    if not dis:
+        return []
+    lines = ["", "### Where the shipped model and the teacher disagree", "",
+             f"`{dis['model']}` and `{dis['teacher']}` agree on {dis['agreement']:.4f} of {dis['n']} test cases; "
+             f"they disagree on {dis['disagreements_total']} ({len(dis['cases'])} listed, largest probability gap first; "
+             "probabilities: P(class 1) for two classes, else of the predicted class).", "",
+             "| test index | true | teacher | teacher prob | model | model prob |", "|---|---|---|---|---|---|"]
+    lines += [f"| {c['index']} | {c['label']} | {c['teacher_pred']} | {c['teacher_prob']:.3f} | {c['model_pred']} | "
+              f"{c['model_prob']:.3f} |" for c in dis["cases"]]
+    return lines
+
+
+def per_class_markdown(report: dict) -> list[str]:
+    shipped = next((c for c in report["candidates"] if c["name"] == report.get("shipped")), None)
+    pc = ((shipped or {}).get("metrics") or {}).get("per_class")
+    if not pc:
+        return []
+    names = report["dataset"].get("class_names") or []
+    lines = ["", "### Per class (shipped model, one-vs-rest, argmax)", "",
+             "| class | test cases | AUC | sensitivity | specificity |", "|---|---|---|---|---|"]
+    lines += [f"| {names[p['class']] if p['class'] < len(names) else p['class']} | {p['n']} | {_fmt(p['auc'], '.4f')} | "
+              f"{_fmt(p['sensitivity'], '.4f')} | {_fmt(p['specificity'], '.4f')} |" for p in pc]
+    return lines
 
 
 def device_section(report: dict) -> list[str]:

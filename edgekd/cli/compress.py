@@ -1,6 +1,7 @@
 """``edgekd compress``: one call to :func:`edgekd.api.compress`."""
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +18,13 @@ def _floats(text: Optional[str], option: str) -> Optional[tuple[float, ...]]:
         return tuple(float(x) for x in text.split(","))
     except ValueError:
         raise InputError(f"{option} '{text}' must be comma-separated numbers, e.g. 0.5 or 0.485,0.456,0.406") from None
+
+
+class OperatingPoint(str, Enum):
+    """How each model's binary threshold is chosen on val (edgekd.bench.metrics)."""
+
+    teacher_sensitivity = "teacher-sensitivity"
+    youden = "youden"
 
 
 @app.command()
@@ -39,7 +47,9 @@ def compress(
     recovery_epochs: Optional[int] = typer.Option(None, help="Distillation epochs after the last pruning step, early-stopped (default 8)."),
     qat_epochs: Optional[int] = typer.Option(None, help="Quantization-aware fine-tuning epochs (default 2; 0: PTQ only)."),
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Skip INT8."),
-    max_auc_drop: float = typer.Option(0.01, help="Ship only candidates with test AUC >= teacher AUC - this."),
+    max_auc_drop: Optional[float] = typer.Option(None, help="Ship only candidates with test AUC >= teacher AUC - this (default: the target's, 0.01)."),
+    max_sensitivity_drop: Optional[float] = typer.Option(None, help="...and test sensitivity >= teacher sensitivity - this (default: the target's, 0.02)."),
+    operating_point: OperatingPoint = typer.Option(OperatingPoint.teacher_sensitivity, case_sensitive=False, help="Binary threshold chosen on val: teacher-sensitivity (hold the teacher's val sensitivity) or youden (each model's Youden's J)."),
     threads: Optional[int] = typer.Option(None, help="Threads for latency figures (default from the target)."),
     iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure (default 200)."),
     max_samples: Optional[int] = typer.Option(None, help="Cap each split to N samples (quick runs)."),
@@ -49,7 +59,7 @@ def compress(
     force: bool = typer.Option(False, "--force", help="Re-run every stage even when a finished one matches."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table and errors."),
 ) -> None:
-    """Distill, prune, quantize, lower and benchmark a student for a target; write report.json/md."""
+    """Distill, prune, quantize, lower and benchmark a student for a target; write report.json/md/html."""
     from dataclasses import replace
 
     from rich.console import Console
@@ -63,6 +73,7 @@ def compress(
     try:
         cfg = CompressConfig(target=target, out=out, teacher=teacher, teacher_weights=teacher_weights,
                              trust_checkpoint=trust_checkpoint, data=data, max_auc_drop=max_auc_drop,
+                             max_sensitivity_drop=max_sensitivity_drop,
                              seed=seed, overwrite=overwrite, max_samples=max_samples,
                              cache_dir=cache_dir, force=force)
         pre = Preprocessing(image_size=image_size)
@@ -75,7 +86,7 @@ def compress(
         _set(cfg.prune, ratio=prune_ratio, steps=prune_steps, recovery_epochs=recovery_epochs)
         _set(cfg.quant, qat_epochs=qat_epochs)
         cfg.quant.enabled = not no_quantize
-        _set(cfg.bench, threads=threads, iterations=iterations)
+        _set(cfg.bench, threads=threads, iterations=iterations, operating_point=operating_point.value)
         from ..api import compress as run
 
         result = run(cfg, log=log)
@@ -94,7 +105,7 @@ def compress(
                       f"{sp.get('latency_vs_teacher-openvino-int8', float('nan')):.1f}× faster than its OpenVINO INT8 PTQ; "
                       f"{sp.get('size_vs_teacher-onnxruntime-fp32', float('nan')):.1f}× smaller than its fp32 ONNX",
                       highlight=False)
-    console.print(f"  report: {out / 'report.md'}  ({rep['seconds']:.0f} s)", highlight=False)
+    console.print(f"  report: {out / 'report.html'} and {out / 'report.md'}  ({rep['seconds']:.0f} s)", highlight=False)
 
 
 def _set(obj, **values) -> None:
