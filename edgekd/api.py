@@ -390,11 +390,11 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
         from .bench.report import write_report
 
         if shipped is not None:
-            from .bundle import finish_bundle, write_bundle
+            from .bundle import bundle_entry, finish_bundle, write_bundle
 
             shipped_d = next(c for c in report["candidates"] if c["name"] == shipped.name)
             bundle = write_bundle(work, shipped_d, data, profile, cfg.seed)
-            report["bundle"] = {"path": "bundle", "files": sorted(p.name for p in bundle.iterdir())}
+            report["bundle"] = bundle_entry(bundle, archive=cfg.archive)
         write_report(report, work)
         if shipped is not None:
             finish_bundle(bundle, report)

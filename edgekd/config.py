@@ -94,6 +94,7 @@ class CompressConfig:
     seed: int = 0
     overwrite: bool = False  # replace an existing --out directory
     max_samples: int | None = None  # cap each split (quick runs and tests); None uses everything
+    archive: bool = False  # also write <out>/bundle.tar.gz (the bundle folder as one verifiable file)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -45,6 +45,7 @@ def compress(
     max_samples: Optional[int] = typer.Option(None, help="Cap each split to N samples (quick runs)."),
     seed: int = typer.Option(0, help="Seed for every random choice."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
+    archive: bool = typer.Option(False, "--archive", help="Also write <out>/bundle.tar.gz (check it with `edgekd verify`)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table and errors."),
 ) -> None:
     """Distill, prune, quantize, lower and benchmark a student for a target; write report.json/md."""
@@ -61,7 +62,8 @@ def compress(
     try:
         cfg = CompressConfig(target=target, out=out, teacher=teacher, teacher_weights=teacher_weights,
                              trust_checkpoint=trust_checkpoint, data=data, max_auc_drop=max_auc_drop,
-                             seed=seed, overwrite=overwrite, max_samples=max_samples)
+                             seed=seed, overwrite=overwrite, max_samples=max_samples,
+                             archive=archive)
         pre = Preprocessing(image_size=image_size)
         if mean is not None:
             pre = replace(pre, mean=_floats(mean, "--mean"))
@@ -92,6 +94,10 @@ def compress(
                       f"{sp.get('size_vs_teacher-onnxruntime-fp32', float('nan')):.1f}× smaller than its fp32 ONNX",
                       highlight=False)
     console.print(f"  report: {out / 'report.md'}  ({rep['seconds']:.0f} s)", highlight=False)
+    bundle = rep.get("bundle") or {}
+    if bundle.get("path"):
+        shipped_as = out / (bundle.get("archive") or bundle["path"])
+        console.print(f"  bundle: {shipped_as}  (check it with: edgekd verify {shipped_as})", highlight=False)
 
 
 def _set(obj, **values) -> None:
