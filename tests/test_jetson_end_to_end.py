@@ -21,8 +21,8 @@ from edgekd.lower.tensorrt import tensorrt_qdq_problems
 from .conftest import QUICK
 
 runner = CliRunner()
-BUNDLE = {"model.onnx", "build_engine.sh", "runner.py", "sample.npz", "preprocessing.json", "labels.json",
-          "report.json", "README.txt"}
+BUNDLE = {"model.onnx", "build_engine.sh", "runner.py", "sample.npz", "expected_logits.npy", "preprocessing.json",
+          "labels.json", "report.json", "README.txt", "manifest.json"}
 
 
 def compress(target, data_and_teacher, out):

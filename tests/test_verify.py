@@ -30,7 +30,7 @@ def build(data_and_teacher, tmp_path_factory) -> Path:
     npz, teacher = data_and_teacher
     out = tmp_path_factory.mktemp("verify") / "build"
     result = runner.invoke(app, ["compress", "--teacher", str(teacher), "--data", str(npz), "--target", "generic-cpu",
-                                 "--out", str(out), "--max-auc-drop", "1.0", "--archive", "--quiet", *QUICK])
+                                 "--out", str(out), "--max-auc-drop", "1.0", "--archive", "--quiet", "--no-quantize", *QUICK])
     assert result.exit_code == 0, result.output
     return out
 
