@@ -105,6 +105,23 @@ def test_a_changed_openvino_weights_file_is_named(models, tmp_path):
     assert res.outputs.skipped == "model.bin did not verify"
 
 
+def test_a_rehashed_unloadable_model_or_an_unreadable_manifest_fails_without_a_crash(models, tmp_path):
+    from edgekd.bundle.manifest import file_index
+
+    bundle = make_bundle(models, tmp_path, "generic-cpu", "onnxruntime", "fp32", "student.onnx")
+    (bundle / "model.onnx").write_bytes(b"not an onnx file")
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["files"] = file_index(bundle)
+    m["manifest_sha256"] = manifest_digest(m)
+    (bundle / "manifest.json").write_text(json.dumps(m))
+    res = verify_bundle(bundle)
+    assert [(p.kind, p.path) for p in res.problems] == [("outputs", "model.onnx")]
+    assert "could not be re-run" in res.problems[0].detail
+    (bundle / "manifest.json").write_text("{ truncated")
+    result = runner.invoke(app, ["verify", str(bundle)])
+    assert result.exit_code == 1 and "manifest manifest.json: not valid JSON" in result.output
+
+
 def test_the_archive_is_reproducible_and_holds_only_plain_files_under_bundle(models, tmp_path):
     bundle = make_bundle(models, tmp_path, "generic-cpu", "onnxruntime", "fp32", "student.onnx", archive=True)
     archive = tmp_path / "bundle.tar.gz"
