@@ -1,6 +1,6 @@
 """`edgekd verify`: a shipped bundle checks out untouched, and every kind of change is named.
 
-One real `edgekd compress --archive` run (generic-cpu, quick settings) builds the bundle; each
+One real `edgekd compress --archive` run (generic-cpu, quick settings, fp32 only) builds the bundle; each
 test tampers with its own copy: a changed byte, a missing file, an extra file, an edited
 manifest, changed sample labels, a consistently re-hashed bundle with a different model.
 """
