@@ -418,9 +418,8 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
 def _benchmark_and_ship(cfg: CompressConfig, inp: Inputs, cands: list[Candidate], stages: dict, work: Path,
                         t0: float, log: Log) -> Result:
     """Measure every candidate, choose the shipped one, write the report and the bundle."""
-    from .bench.report import write_report
-
     from .bench.html import write_html
+    from .bench.report import write_report
 
     data, profile, threads = inp.data, inp.profile, inp.threads
     log(f"[6/6] benchmark {len(cands)} candidates (batch 1, {threads} threads)")
@@ -435,11 +434,11 @@ def _benchmark_and_ship(cfg: CompressConfig, inp: Inputs, cands: list[Candidate]
     ship_info["teacher_candidate"] = teacher_c.name
     report = build_report(cfg, inp, cands, shipped, ship_info, stages, work, time.perf_counter() - t0)
     if shipped is not None:
-        from .bundle import finish_bundle, write_bundle
+        from .bundle import bundle_entry, finish_bundle, write_bundle
 
         shipped_d = next(c for c in report["candidates"] if c["name"] == shipped.name)
         bundle = write_bundle(work, shipped_d, data, profile, cfg.seed)
-        report["bundle"] = {"path": "bundle", "files": sorted(p.name for p in bundle.iterdir())}
+        report["bundle"] = bundle_entry(bundle, archive=cfg.archive)
     write_report(report, work)
     write_html(report, work, data)
     if shipped is not None:

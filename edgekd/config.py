@@ -102,6 +102,7 @@ class CompressConfig:
     max_samples: int | None = None  # cap each split (quick runs and tests); None uses everything
     cache_dir: Path | None = None  # finished stages, reused by later runs; None: .edgekd-cache beside out
     force: bool = False  # re-run every stage even when a finished one matches
+    archive: bool = False  # also write <out>/bundle.tar.gz (the bundle folder as one verifiable file)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -15,14 +15,15 @@ import onnx
 from typer.testing import CliRunner
 
 from edgekd._io import sha256_file
+from edgekd.bundle.verify import verify_bundle
 from edgekd.cli import app
 from edgekd.lower.tensorrt import tensorrt_qdq_problems
 
 from .conftest import QUICK
 
 runner = CliRunner()
-BUNDLE = {"model.onnx", "build_engine.sh", "runner.py", "sample.npz", "preprocessing.json", "labels.json",
-          "report.json", "README.txt"}
+BUNDLE = {"model.onnx", "build_engine.sh", "runner.py", "sample.npz", "expected_logits.npy", "preprocessing.json",
+          "labels.json", "report.json", "README.txt", "manifest.json"}
 
 
 def compress(target, data_and_teacher, out):
@@ -83,6 +84,8 @@ def test_xavier_nx_gets_a_tensorrt_ready_qdq_onnx_on_a_dla_core(data_and_teacher
     assert trt["agreement"]["ok"] and trt["agreement"]["source"] == "student-int8-onnxruntime"
     bundle = out / "bundle"
     assert tensorrt_qdq_problems(bundle / "model.onnx") == []  # symmetric int8, zero points 0, opset >= 13
+    check = verify_bundle(bundle)  # every hash, and the INT8 ONNX re-run with ONNX Runtime reproduces its outputs
+    assert check.ok and check.outputs.runtime == "onnxruntime" and check.outputs.max_abs_diff == 0.0
     assert tensorrt_qdq_problems(out / names["student-int8-onnxruntime"]["path"])  # NNCF's raw export is not
     script = (bundle / "build_engine.sh").read_text()
     assert "--int8" in script and "--useDLACore=0" in script and "--allowGPUFallback" in script

@@ -57,6 +57,7 @@ def compress(
     overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
     cache_dir: Optional[Path] = typer.Option(None, help="Where finished stages are kept and reused (default: .edgekd-cache beside --out)."),
     force: bool = typer.Option(False, "--force", help="Re-run every stage even when a finished one matches."),
+    archive: bool = typer.Option(False, "--archive", help="Also write <out>/bundle.tar.gz (check it with `edgekd verify`)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table and errors."),
 ) -> None:
     """Distill, prune, quantize, lower and benchmark a student for a target; write report.json/md/html."""
@@ -75,7 +76,7 @@ def compress(
                              trust_checkpoint=trust_checkpoint, data=data, max_auc_drop=max_auc_drop,
                              max_sensitivity_drop=max_sensitivity_drop,
                              seed=seed, overwrite=overwrite, max_samples=max_samples,
-                             cache_dir=cache_dir, force=force)
+                             cache_dir=cache_dir, force=force, archive=archive)
         pre = Preprocessing(image_size=image_size)
         if mean is not None:
             pre = replace(pre, mean=_floats(mean, "--mean"))
@@ -106,6 +107,10 @@ def compress(
                       f"{sp.get('size_vs_teacher-onnxruntime-fp32', float('nan')):.1f}× smaller than its fp32 ONNX",
                       highlight=False)
     console.print(f"  report: {out / 'report.html'} and {out / 'report.md'}  ({rep['seconds']:.0f} s)", highlight=False)
+    bundle = rep.get("bundle") or {}
+    if bundle.get("path"):
+        shipped_as = out / (bundle.get("archive") or bundle["path"])
+        console.print(f"  bundle: {shipped_as}  (check it with: edgekd verify {shipped_as})", highlight=False)
 
 
 def _set(obj, **values) -> None:

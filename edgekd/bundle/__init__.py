@@ -5,9 +5,14 @@
       build_engine.sh                      TensorRT targets: the exact trtexec command (engines are built on the device)
       runner.py                            standalone benchmark runner (numpy + the device runtime; Python >= 3.6)
       sample.npz                           preprocessed test images, labels and class names
+      expected_logits.npy                  the shipped model's logits on sample.npz, recorded on the host
       preprocessing.json, labels.json      what the device must do to a raw image, and what the outputs mean
       report.json                          the host report of this run
       README.txt                           how to run it
+      manifest.json                        sha256 and size of every file above, provenance, its own digest
+
+and, with ``--archive``, ``bundle.tar.gz`` beside it. :mod:`edgekd.bundle.manifest` writes the
+manifest, :mod:`edgekd.bundle.archive` the archive, :mod:`edgekd.bundle.verify` checks both.
 """
 from __future__ import annotations
 
@@ -17,9 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import write_json_atomic, write_text_atomic
-from .data import Dataset
-from .targets import TargetProfile
+from .._io import write_json_atomic, write_text_atomic
+from ..data import Dataset
+from ..targets import TargetProfile
+from .archive import write_archive
+from .manifest import EXPECTED, MANIFEST, record_outputs, write_manifest
+
+ARCHIVE = "bundle.tar.gz"
 
 SAMPLE_SIZE = 300
 
@@ -48,16 +57,17 @@ def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfil
     model_name = "model.xml" if shipped["backend"] == "openvino" else "model.onnx"
     run_model = model_name
     if shipped["backend"] == "tensorrt":
-        from .lower.tensorrt import plan_engine, write_build_script
+        from ..lower.tensorrt import plan_engine, write_build_script
 
         shape = (profile.batch, data.channels, *data.image_size)
         plan = plan_engine(profile, "model.onnx", shipped["precision"], shape)
         write_build_script(plan, bundle)
         run_model = plan.engine
-    from .device import copy_runner
+    from ..device import copy_runner
 
     copy_runner(bundle)
     n = write_sample(data, bundle / "sample.npz", seed=seed)
+    record_outputs(bundle, shipped)
     write_json_atomic(bundle / "preprocessing.json", data.preprocessing.to_dict())
     labels = {"class_names": data.class_names, "num_classes": data.num_classes,
               "outputs": "logits, one per class in this order; softmax gives probabilities"}
@@ -77,11 +87,25 @@ def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfil
     write_text_atomic(bundle / "README.txt", "\n".join([
         f"edgekd bundle for target {profile.name}: {shipped['name']} ({shipped['backend']}, {shipped['precision']})",
         f"sample: {n} preprocessed test images (sample.npz); preprocessing: preprocessing.json",
+        f"{MANIFEST}: sha256 of every file and where the model came from; {EXPECTED}: its logits on the sample",
+        "", "Check it (on a host with edgekd, before copying it to the device):",
+        "  edgekd verify .               # every hash, the manifest's integrity, and a re-run of the model",
         "", "Run on the device:", *[f"  {s}" for s in steps], "",
     ]))
     return bundle
 
 
+def bundle_entry(bundle: Path, archive: bool) -> dict:
+    """The report's ``bundle`` entry: every file the finished bundle will hold, and the archive if asked for."""
+    names = {p.name for p in bundle.iterdir()} | {"report.json", MANIFEST}
+    return {"path": bundle.name, "files": sorted(names), "manifest": f"{bundle.name}/{MANIFEST}",
+            "archive": ARCHIVE if archive else None}
+
+
 def finish_bundle(bundle: Path, report: dict) -> None:
-    """Copy the final report into the bundle (called after report.json is written)."""
+    """Copy the final report into the bundle, then write its manifest (and ``bundle.tar.gz`` when the
+    report's ``bundle.archive`` asks for it). Called after report.json is written."""
     write_text_atomic(bundle / "report.json", json.dumps(report, indent=2) + "\n")
+    write_manifest(bundle, report)
+    if (report.get("bundle") or {}).get("archive"):
+        write_archive(bundle, bundle.parent / report["bundle"]["archive"])
