@@ -443,6 +443,39 @@ def test_folder_truncated_image_is_named(tmp_path):
         load_folder(root, Preprocessing())
 
 
+@pytest.mark.parametrize("side", [20, 200])  # 200×200 is over twice 16² pixels: PIL's own bomb check fires first
+def test_folder_image_over_the_side_limit_is_named_before_decoding(tmp_path, monkeypatch, side):
+    root = _folder(tmp_path)
+    _png(root / "val" / "normal" / "huge.png", np.zeros((side, side), np.uint8))
+    monkeypatch.setenv("EDGEKD_MAX_IMAGE_SIDE", "16")
+    with pytest.raises(DataError) as e:
+        load_folder(root, Preprocessing(image_size=16))
+    assert "val/normal/huge.png" in str(e.value) and "16-pixel side limit" in str(e.value), str(e.value)
+
+
+def test_folder_with_more_images_than_the_limit(tmp_path, monkeypatch):
+    root = _folder(tmp_path)
+    monkeypatch.setenv("EDGEKD_MAX_IMAGES", "17")
+    with pytest.raises(DataError, match="18 images, over the limit of 17"):
+        load_folder(root, Preprocessing())
+
+
+def test_folder_max_samples_that_drops_a_class_says_raise_it(tmp_path):
+    root = _folder(tmp_path, per_class=1)
+    for i in range(1, 8):
+        _png(root / "test" / "normal" / f"x{i}.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match="'pneumonia'.*raise --max-samples"):
+        load_folder(root, Preprocessing(), max_samples=1)
+
+
+def test_folder_file_name_with_a_newline_still_gives_one_line(tmp_path):
+    root = _folder(tmp_path)
+    (root / "train" / "normal" / "bad\nname.png").write_bytes(b"not a png")
+    with pytest.raises(DataError) as e:
+        load_folder(root, Preprocessing())
+    assert "\n" not in str(e.value) and "bad\\nname.png" in str(e.value)
+
+
 # ---------------------------------------------------------------- synthetic
 def test_synthetic_is_deterministic_and_seeded():
     a, la = make_synthetic_xrays(40, size=32, seed=5)
