@@ -91,6 +91,16 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"npz file {path} not found: check the path (or pass a folder with train/ val/ test/)")
     if not path.is_file():
         raise DataError(f"{path} is not a file: pass a .npz file in the MedMNIST layout")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\x93NUMPY"):
+        raise DataError(
+            f"{path} holds a single array, not an .npz archive: save the splits with numpy.savez(path, "
+            "train_images=..., train_labels=..., val_images=..., val_labels=..., test_images=..., test_labels=...)"
+        )
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise DataError(f"{path} is not an .npz archive (not a zip file; corrupt, or another format?): "
+                        "re-download it or re-save it with numpy.savez")
     try:
         archive = np.load(path, allow_pickle=False)
     except _READ_ERRORS as exc:
@@ -98,11 +108,6 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
             f"{path} is not a readable .npz archive (corrupt or truncated? {shown(str(exc))}): "
             "re-download it or re-save it with numpy.savez"
         ) from exc
-    if not hasattr(archive, "files"):
-        raise DataError(
-            f"{path} holds a single array, not an .npz archive: save the splits with numpy.savez(path, "
-            "train_images=..., train_labels=..., val_images=..., val_labels=..., test_images=..., test_labels=...)"
-        )
     with archive:
         missing = [k for k in REQUIRED_KEYS if k not in archive.files]
         if missing:

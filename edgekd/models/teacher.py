@@ -227,10 +227,15 @@ def _load_onnx(path: Path, spec: str, in_chans: int, num_classes: int) -> Teache
     onnx = require("onnx", purpose="to load an ONNX teacher")
     ort = require("onnxruntime", purpose="to run an ONNX teacher")
     try:
-        onnx.checker.check_model(str(path))
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf/checker raise many types
-        raise TeacherError(f"{path} is not a valid ONNX model (truncated or corrupt?): {first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - protobuf raises many types
+        raise TeacherError(f"{path} is not a readable ONNX file (truncated or corrupt?): {first_line(exc)}") from None
+    try:
+        onnx.checker.check_model(str(path))  # by path: also checks external data files
+    except Exception as exc:  # noqa: BLE001
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 200 else detail[:197] + "..."
+        raise TeacherError(f"{path} is not a valid ONNX model (onnx.checker: {detail}): re-export it") from None
     graph = model.graph
     inits = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in inits]
