@@ -267,3 +267,26 @@ def test_folder_file_name_with_a_newline_still_gives_one_line(tmp_path):
     with pytest.raises(DataError) as e:
         load_folder(root, Preprocessing())
     assert "\n" not in str(e.value) and "bad\\nname.png" in str(e.value)
+
+
+def test_unreadable_files_and_folders_are_named(tmp_path, monkeypatch):
+    npz = _write_npz(tmp_path, _arrays())
+    root = _folder(tmp_path)
+    real_open, real_iterdir = open, Path.iterdir
+
+    def deny_open(file, *a, **k):
+        if str(file) == str(npz):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *a, **k)
+
+    def deny_iterdir(self):
+        if self.name == "normal" and self.parent.name == "val":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr("builtins.open", deny_open)  # what chmod 000 does for a non-root user
+    monkeypatch.setattr(Path, "iterdir", deny_iterdir)
+    with pytest.raises(DataError, match="cannot read .*d.npz \\(Permission denied\\)"):
+        load_npz(npz, Preprocessing())
+    with pytest.raises(DataError, match="cannot list .*val/normal \\(Permission denied\\)"):
+        load_folder(root, Preprocessing())

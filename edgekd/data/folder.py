@@ -195,6 +195,15 @@ def _load_split(items: list[_Item], root: Path, split: str, pre: Preprocessing, 
     return Split(out, labels)
 
 
+def _scan_or_explain(root: Path) -> tuple[list[str], dict[str, list[_Item]]]:
+    """:func:`_scan`, with an unlistable folder (permissions, a broken link) as a DataError."""
+    try:
+        return _scan(root)
+    except OSError as exc:
+        where = shown(str(exc.filename or root))
+        raise DataError(f"cannot list {where} ({exc.strerror or type(exc).__name__}): check the folder's permissions") from None
+
+
 def load_folder(path: str | Path, pre: Preprocessing, *, max_samples: int | None = None, seed: int = 0) -> Dataset:
     """Load, validate and preprocess an image-folder dataset into a :class:`Dataset`.
 
@@ -204,7 +213,7 @@ def load_folder(path: str | Path, pre: Preprocessing, *, max_samples: int | None
     """
     root = Path(path)
     check_max_samples(max_samples)
-    classes, items = _scan(root)
+    classes, items = _scan_or_explain(root)
     for s in SPLITS:
         _probe(items[s], root, s)
     every = [it for s in SPLITS for it in items[s]]

@@ -91,8 +91,11 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"npz file {path} not found: check the path (or pass a folder with train/ val/ test/)")
     if not path.is_file():
         raise DataError(f"{path} is not a file: pass a .npz file in the MedMNIST layout")
-    with open(path, "rb") as f:
-        magic = f.read(6)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise DataError(f"cannot read {path} ({exc.strerror or exc}): check its permissions") from None
     if magic.startswith(b"\x93NUMPY"):
         raise DataError(
             f"{path} holds a single array, not an .npz archive: save the splits with numpy.savez(path, "
