@@ -7,6 +7,7 @@ values fail with the key and the fix, so a typo never silently changes what gets
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -86,21 +87,45 @@ def list_targets() -> list[str]:
     return sorted(p.stem for p in targets_dir().glob("*.yaml"))
 
 
+MAX_PROFILE_BYTES = 1 << 20  # a profile is a few dozen lines; anything this big is the wrong file
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr of a user value, one line and short (a whole YAML document must not flood the message)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_profile(path: Path) -> str:
+    """The profile's text, or a TargetError for a file that is too big, unreadable or not UTF-8 text."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_PROFILE_BYTES:
+            raise TargetError(f"target profile {path} is {size} bytes, over the {MAX_PROFILE_BYTES}-byte limit: "
+                              "pass the profile's .yaml file")
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise TargetError(f"target profile {path} is not UTF-8 text: pass a YAML file") from None
+    except OSError as exc:
+        raise TargetError(f"cannot read target profile {path} ({exc.strerror or exc}): check the path") from None
+
+
 def load_target(name_or_path: str | os.PathLike) -> TargetProfile:
     """A profile by name (``intel-cpu``) or by path to a YAML file."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
-        if not p.is_file():
-            raise TargetError(f"target profile {p} does not exist")
-        return parse_profile(p.read_text(), source=p)
-    path = targets_dir() / f"{name_or_path}.yaml"
-    if not path.is_file():
-        names = list_targets()
+        if "\0" in str(p) or not p.is_file():
+            raise TargetError(f"target profile {_short(str(p))} does not exist")
+        return parse_profile(_read_profile(p), source=p)
+    names = list_targets()
+    if not _NAME.fullmatch(str(name_or_path)) or not (targets_dir() / f"{name_or_path}.yaml").is_file():
         raise TargetError(
-            f"unknown target '{name_or_path}'{did_you_mean(str(name_or_path), names)}; "
-            f"known targets: {', '.join(names)} (see `edgekd targets list`)"
+            f"unknown target {_short(str(name_or_path))}{did_you_mean(str(name_or_path), names)}; "
+            f"known targets: {', '.join(names)} (see `edgekd targets list`), or pass a profile's .yaml path"
         )
-    profile = parse_profile(path.read_text(), source=path)
+    path = targets_dir() / f"{name_or_path}.yaml"
+    profile = parse_profile(_read_profile(path), source=path)
     if profile.name != path.stem:
         raise TargetError(f"target profile {path}: 'name' is '{profile.name}' but the file is {path.name}: make them match")
     return profile
@@ -121,13 +146,15 @@ def parse_profile(text: str, *, source: str | os.PathLike | None = None) -> Targ
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         at = f" at line {line + 1}" if line is not None else ""
         raise TargetError(f"{where} is not valid YAML{at}: fix the syntax") from None
+    except RecursionError:
+        raise TargetError(f"{where} nests too deeply to be a profile: fix the YAML") from None
     if not isinstance(raw, dict):
         raise TargetError(f"{where} must be a YAML mapping of keys (name, runtime, precisions, ...)")
     allowed = [k for k in _FIELDS if k != "source"]
     for key in raw:
         if key not in allowed:
             raise TargetError(
-                f"{where}: unknown key '{key}'{did_you_mean(str(key), allowed)}; allowed keys: {', '.join(allowed)}"
+                f"{where}: unknown key {_short(key)}{did_you_mean(str(key), allowed)}; allowed keys: {', '.join(allowed)}"
             )
     for key in _REQUIRED:
         if key not in raw:
@@ -135,13 +162,13 @@ def parse_profile(text: str, *, source: str | os.PathLike | None = None) -> Targ
     v = dict(raw)
 
     def bad(key: str, expected: str) -> TargetError:
-        return TargetError(f"{where}: '{key}' is {v[key]!r}, expected {expected}")
+        return TargetError(f"{where}: '{key}' is {_short(v[key])}, expected {expected}")
 
     if not isinstance(v["name"], str) or not v["name"]:
         raise bad("name", "a non-empty string")
     if v["runtime"] not in RUNTIMES:
         hint = did_you_mean(str(v["runtime"]), RUNTIMES)
-        raise TargetError(f"{where}: runtime '{v['runtime']}' is not one of {', '.join(RUNTIMES)}{hint}")
+        raise TargetError(f"{where}: runtime {_short(v['runtime'])} is not one of {', '.join(RUNTIMES)}{hint}")
     precs = v["precisions"]
     if isinstance(precs, str):
         precs = [precs]
@@ -150,12 +177,15 @@ def parse_profile(text: str, *, source: str | os.PathLike | None = None) -> Targ
     for prec in precs:
         if prec not in PRECISIONS:
             raise TargetError(
-                f"{where}: precision '{prec}' is not one of {', '.join(PRECISIONS)}{did_you_mean(str(prec), PRECISIONS)}"
+                f"{where}: precision {_short(prec)} is not one of {', '.join(PRECISIONS)}"
+                f"{did_you_mean(str(prec), PRECISIONS)}"
             )
     v["precisions"] = tuple(precs)
-    for key, lo in (("threads", 1), ("batch", 1), ("dla_cores", 0)):
+    for key, lo, hi in (("threads", 1, 1024), ("batch", 1, 4096), ("dla_cores", 0, 8)):
         if key in v and (not isinstance(v[key], int) or isinstance(v[key], bool) or v[key] < lo):
             raise bad(key, f"an integer >= {lo}")
+        if key in v and v[key] > hi:
+            raise bad(key, f"at most {hi}")
     if v.get("input_size") is not None and (
         not isinstance(v["input_size"], int) or isinstance(v["input_size"], bool) or not 8 <= v["input_size"] <= 1024
     ):

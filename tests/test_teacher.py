@@ -109,7 +109,7 @@ def test_timm_with_weights_gives_the_source_logits(files, images, reference, wei
 
 
 def test_pickled_module_needs_trust(files, images, reference):
-    with pytest.raises(TeacherError, match="pickled Python object; loading it can run arbitrary code.*--trust-checkpoint"):
+    with pytest.raises(TeacherError, match="is a pickle that needs .*can run arbitrary code.*--trust-checkpoint"):
         _load(files / "full.pt")
     teacher = _load(files / "full.pt", trust_checkpoint=True)
     assert teacher.format == "pickle"
@@ -227,3 +227,38 @@ def test_check_catches_channels_size_and_nan_from_torch_teachers(files, tmp_path
 def test_unknown_timm_arch_suggests_a_name(files):
     with pytest.raises(TeacherError, match="unknown timm architecture.*did you mean 'mobilenetv3_small_050'"):
         _load("timm:mobilenetv3_smal_050", weights=files / "state.pt")
+
+
+# ---------------------------------------------------------------- safe loading and limits
+def test_pickle_refusal_names_what_it_needs_and_the_flag(files, tmp_path):
+    import argparse
+
+    with pytest.raises(TeacherError) as err:
+        _load(files / "full.pt")
+    msg = str(err.value)
+    assert "timm.models.resnet.ResNet" in msg and "weights_only=True" in msg and "--trust-checkpoint" in msg and "\n" not in msg
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"state_dict": torch.load(files / "state.pt"), "args": argparse.Namespace(lr=0.1)}, ckpt)
+    with pytest.raises(TeacherError, match="needs the Python object argparse.Namespace.*--trust-checkpoint"):
+        _load(f"timm:{ARCH}", weights=ckpt)
+    assert _load(f"timm:{ARCH}", weights=ckpt, trust_checkpoint=True).format == "timm"
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "state.pt", "full.pt", "scripted.pt", "exported.pt2", "weights.safetensors"])
+def test_files_over_the_size_limit_are_refused_before_reading(files, monkeypatch, name):
+    monkeypatch.setenv("EDGEKD_MAX_MODEL_MB", "1")  # resnet10t weighs ~19 MiB
+    spec, kw = (f"timm:{ARCH}", {"weights": files / name}) if name.endswith(("state.pt", ".safetensors")) else (files / name, {})
+    with pytest.raises(TeacherError, match=r"MiB, over the 1\.0 MiB limit.*EDGEKD_MAX_MODEL_MB"):
+        _load(spec, trust_checkpoint=True, **kw)
+
+
+def test_onnx_failing_the_checker_is_refused_with_its_reason(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "ghost"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph), str(tmp_path / "bad.onnx"))
+    with pytest.raises(TeacherError, match=r"not a valid ONNX model \(onnx\.checker: .*ghost"):
+        _load(tmp_path / "bad.onnx")

@@ -53,7 +53,7 @@ def compress(
     threads: Optional[int] = typer.Option(None, help="Threads for latency figures (default from the target)."),
     iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure (default 200)."),
     max_samples: Optional[int] = typer.Option(None, help="Cap each split to N samples (quick runs)."),
-    seed: int = typer.Option(0, help="Seed for every random choice."),
+    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed for every random choice (0 to 2**32-1)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
     cache_dir: Optional[Path] = typer.Option(None, help="Where finished stages are kept and reused (default: .edgekd-cache beside --out)."),
     force: bool = typer.Option(False, "--force", help="Re-run every stage even when a finished one matches."),

@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..config import Preprocessing
+from ..errors import DataError
 
 
 @dataclass
@@ -43,3 +45,42 @@ class Dataset:
 
     def split_sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def first_index(mask: np.ndarray) -> int | None:
+    """Index of the first True in a 1-D mask (the sample an error message names), or None."""
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else None
+
+
+def shown(text: str, limit: int = 120) -> str:
+    """User-controlled text (a file name, a key) made safe for a one-line message: escaped, shortened."""
+    text = str(text)
+    if not text.isprintable():
+        text = repr(text)[1:-1]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _missing_classes(labels: np.ndarray, num_classes: int) -> list[int]:
+    present = np.zeros(num_classes, dtype=bool)
+    present[labels[(labels >= 0) & (labels < num_classes)]] = True
+    return np.flatnonzero(~present).tolist()
+
+
+def check_every_class(name: str, source: dict[str, np.ndarray], used: dict[str, np.ndarray],
+                      class_names: list[str], max_samples: int | None) -> None:
+    """Every class must have samples in train (else it cannot be learned) and in val and test (else ROC AUC,
+    sensitivity and specificity are undefined). ``source``: each split's labels; ``used``: after --max-samples."""
+    k = len(class_names)
+    for split in ("train", "val", "test"):
+        missing = _missing_classes(used[split], k)
+        if not missing:
+            continue
+        c = missing[0]
+        what = f"class {c} ('{shown(class_names[c], 40)}')" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        if c not in _missing_classes(source[split], k):
+            raise DataError(f"{name}: {what} has no {split} samples among the {len(used[split])} kept by "
+                            f"--max-samples {max_samples}: raise --max-samples (every class needs samples in each split)")
+        why = "it cannot be learned" if split == "train" else "AUC, sensitivity and specificity are undefined"
+        raise DataError(f"{name}: {what} has no {split} samples, so {why}: every class needs train, val and test "
+                        "samples (labels must be 0..K-1 with no gaps)")

@@ -10,21 +10,27 @@ grayscale pixels are mapped to 0-255 by dividing by 257 (65535 -> 255; values ou
 0-65535 are clipped), so a 16-bit X-ray keeps its full precision as a float until the model.
 
 Sizes: images may differ in size only when ``pre.image_size`` is given (each is then resized
-to N×N); otherwise they must all be equal.
+to N×N); otherwise they must all be equal. Limits (:mod:`edgekd._limits`): at most
+``EDGEKD_MAX_IMAGES`` files, each at most ``EDGEKD_MAX_IMAGE_SIDE`` pixels wide and high, checked
+from the file headers before any pixels are decoded (decompression-bomb protection).
 """
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from .._io import sha256_tree
+from .._limits import limits
 from .._progress import track
 from ..config import Preprocessing
 from ..errors import DataError
-from ._base import Dataset, Split
+from ._base import Dataset, Split, check_every_class, shown
 from .preprocess import check_max_samples, output_size, preprocess, resolve, subset_indices
 
 SPLITS = ("train", "val", "test")
@@ -56,22 +62,22 @@ def _class_dirs(folder: Path) -> list[str]:
 def _scan(root: Path) -> tuple[list[str], dict[str, list[_Item]]]:
     """Class names and every split's image files (ordered by class, then file name)."""
     if not root.is_dir():
-        raise DataError(f"image folder {root} not found: expected {LAYOUT}")
+        raise DataError(f"image folder {shown(str(root))} not found: expected {LAYOUT}")
     for s in SPLITS:
         if not (root / s).is_dir():
-            raise DataError(f"{root} has no '{s}/' folder: expected {LAYOUT}")
+            raise DataError(f"{shown(str(root))} has no '{s}/' folder: expected {LAYOUT}")
     classes = _class_dirs(root / "train")
     if not classes:
-        raise DataError(f"{root / 'train'} has no class folders: put each class's images in train/<class>/")
+        raise DataError(f"{shown(str(root / 'train'))} has no class folders: put each class's images in train/<class>/")
     if len(classes) < 2:
-        raise DataError(f"{root / 'train'} has only one class folder ({classes[0]}): a classifier needs at least 2")
+        raise DataError(f"{shown(str(root / 'train'))} has only one class folder ({shown(classes[0])}): a classifier needs at least 2")
     items: dict[str, list[_Item]] = {}
     for s in SPLITS:
         found = _class_dirs(root / s)
         if s != "train" and set(found) != set(classes):
             missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
             raise DataError(
-                f"{root / s} has different class folders from train/ (missing: {missing or 'none'}, "
+                f"{shown(str(root / s))} has different class folders from train/ (missing: {missing or 'none'}, "
                 f"extra: {extra or 'none'}): every split needs the same class folders"
             )
         items[s] = []
@@ -79,31 +85,69 @@ def _scan(root: Path) -> tuple[list[str], dict[str, list[_Item]]]:
             files = _image_files(root / s / cls)
             if not files:
                 raise DataError(
-                    f"empty class folder {s}/{cls} in {root}: add images ({', '.join(IMAGE_EXTENSIONS)}) to it"
+                    f"empty class folder {s}/{shown(cls)} in {shown(str(root))}: add images ({', '.join(IMAGE_EXTENSIONS)}) to it"
                 )
             items[s].extend(_Item(p, label) for p in files)
+    total, cap = sum(len(v) for v in items.values()), limits().max_images
+    if total > cap:
+        raise DataError(f"{shown(str(root))} holds {total} images, over the limit of {cap}: use a subset, or raise EDGEKD_MAX_IMAGES")
     return classes, items
 
 
+def _rel(item: _Item, root: Path) -> str:
+    return shown(item.path.relative_to(root).as_posix())
+
+
 def _unreadable(item: _Item, root: Path, exc: Exception) -> DataError:
-    rel = item.path.relative_to(root).as_posix()
-    return DataError(f"cannot read image {rel} in {root} ({type(exc).__name__}: {exc}): remove or re-export that file")
+    return DataError(f"cannot read image {_rel(item, root)} in {shown(str(root))} ({type(exc).__name__}: "
+                     f"{shown(str(exc))}): remove or re-export that file")
+
+
+def _too_large(item: _Item, root: Path, side: int) -> DataError:
+    h, w = item.size
+    size = f"{h}×{w}" if h else "too large"
+    return DataError(f"image {_rel(item, root)} in {shown(str(root))} is {size}, over the {side}-pixel side limit: "
+                     "downscale it, or raise EDGEKD_MAX_IMAGE_SIDE")
+
+
+@contextmanager
+def _pil_guard(side: int) -> Iterator[None]:
+    """PIL's decompression-bomb bound set to our side limit (side² pixels; PIL refuses above twice that),
+    its warning silenced: the side check below gives the message."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = side * side
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
 
 
 def _probe(items: list[_Item], root: Path, split: str) -> None:
     """Fill in mode and size from each file's header (cheap: pixels are not decoded)."""
     from PIL import Image
 
-    for item in track(items, f"checking {split} images"):
-        try:
-            with Image.open(item.path) as img:
-                item.mode, (w, h) = img.mode, img.size
-        except Exception as exc:  # PIL raises many types for a bad file
-            raise _unreadable(item, root, exc) from exc
-        if item.mode == "F":
-            rel = item.path.relative_to(root).as_posix()
-            raise DataError(f"{rel} in {root} is a 32-bit float image: save it as 8- or 16-bit (png/tif)")
-        item.size = (h, w)
+    side = limits().max_image_side
+    with _pil_guard(side):
+        for item in track(items, f"checking {split} images"):
+            try:
+                with Image.open(item.path) as img:
+                    item.mode, (w, h) = img.mode, img.size
+            except Image.DecompressionBombError:
+                raise _too_large(item, root, side) from None
+            except Exception as exc:  # PIL raises many types for a bad file
+                raise _unreadable(item, root, exc) from exc
+            item.size = (h, w)
+            if item.mode == "F":
+                raise DataError(f"{_rel(item, root)} in {shown(str(root))} is a 32-bit float image: "
+                                "save it as 8- or 16-bit (png/tif)")
+            if max(h, w) > side:
+                raise _too_large(item, root, side)
+            if min(h, w) < 1:
+                raise _unreadable(item, root, ValueError(f"the header says {h}×{w} pixels"))
 
 
 def _decode(item: _Item, root: Path, channels: int) -> np.ndarray:
@@ -111,17 +155,21 @@ def _decode(item: _Item, root: Path, channels: int) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(item.path) as img:
+        with _pil_guard(limits().max_image_side), Image.open(item.path) as img:
             img.load()
             if img.mode not in GRAY_MODES:
-                return np.asarray(img.convert("RGB"))
-            if img.mode in ("1", "L", "LA"):
-                gray = np.asarray(img.convert("L"))
+                pixels = np.asarray(img.convert("RGB"))
+            elif img.mode in ("1", "L", "LA"):
+                pixels = np.asarray(img.convert("L"))
             else:
-                gray = (np.clip(np.asarray(img).astype(np.float32), 0, 65535) / 257.0).astype(np.float32)
+                pixels = (np.clip(np.asarray(img).astype(np.float32), 0, 65535) / 257.0).astype(np.float32)
     except Exception as exc:
         raise _unreadable(item, root, exc) from exc
-    return gray if channels == 1 else np.repeat(gray[:, :, None], 3, axis=2)
+    if pixels.shape[:2] != item.size or (pixels.ndim == 3) != (img.mode not in GRAY_MODES):
+        raise _unreadable(item, root, ValueError(f"decoded {pixels.shape} pixels, the header said {item.size}"))
+    if pixels.ndim == 3 or channels == 1:
+        return pixels
+    return np.repeat(pixels[:, :, None], 3, axis=2)
 
 
 def _load_split(items: list[_Item], root: Path, split: str, pre: Preprocessing, out_hw: tuple[int, int]) -> Split:
@@ -147,6 +195,15 @@ def _load_split(items: list[_Item], root: Path, split: str, pre: Preprocessing, 
     return Split(out, labels)
 
 
+def _scan_or_explain(root: Path) -> tuple[list[str], dict[str, list[_Item]]]:
+    """:func:`_scan`, with an unlistable folder (permissions, a broken link) as a DataError."""
+    try:
+        return _scan(root)
+    except OSError as exc:
+        where = shown(str(exc.filename or root))
+        raise DataError(f"cannot list {where} ({exc.strerror or type(exc).__name__}): check the folder's permissions") from None
+
+
 def load_folder(path: str | Path, pre: Preprocessing, *, max_samples: int | None = None, seed: int = 0) -> Dataset:
     """Load, validate and preprocess an image-folder dataset into a :class:`Dataset`.
 
@@ -156,7 +213,7 @@ def load_folder(path: str | Path, pre: Preprocessing, *, max_samples: int | None
     """
     root = Path(path)
     check_max_samples(max_samples)
-    classes, items = _scan(root)
+    classes, items = _scan_or_explain(root)
     for s in SPLITS:
         _probe(items[s], root, s)
     every = [it for s in SPLITS for it in items[s]]
@@ -165,16 +222,15 @@ def load_folder(path: str | Path, pre: Preprocessing, *, max_samples: int | None
     if len(sizes) > 1 and pre.image_size is None:
         a, b = (next(it for it in every if it.size == hw) for hw in (sizes[0], sizes[-1]))
         raise DataError(
-            f"images in {root} have different sizes (e.g. {a.path.relative_to(root).as_posix()} is "
-            f"{a.size[0]}×{a.size[1]}, {b.path.relative_to(root).as_posix()} is {b.size[0]}×{b.size[1]}): "
-            "pass --image-size N to resize all to N×N"
+            f"images in {shown(str(root))} have different sizes (e.g. {_rel(a, root)} is {a.size[0]}×{a.size[1]}, "
+            f"{_rel(b, root)} is {b.size[0]}×{b.size[1]}): pass --image-size N to resize all to N×N"
         )
     resolved = resolve(pre, channels)
     out_hw = output_size(sizes[0], resolved)
-    splits = {}
-    for s in SPLITS:
-        chosen = [items[s][i] for i in subset_indices(len(items[s]), max_samples, seed)]
-        splits[s] = _load_split(chosen, root, s, resolved, out_hw)
+    chosen = {s: [items[s][i] for i in subset_indices(len(items[s]), max_samples, seed)] for s in SPLITS}
+    check_every_class(shown(str(root)), {s: np.array([it.label for it in items[s]]) for s in SPLITS},
+                      {s: np.array([it.label for it in chosen[s]]) for s in SPLITS}, classes, max_samples)
+    splits = {s: _load_split(chosen[s], root, s, resolved, out_hw) for s in SPLITS}
     extra = {
         "native_sizes": [list(hw) for hw in sizes[:10]],
         "image_modes": sorted({it.mode for it in every}),

@@ -85,13 +85,14 @@ def resolve(pre: Preprocessing, channels: int) -> Preprocessing:
 
 
 def image_layout(images: np.ndarray) -> tuple[int, int, int]:
-    """(channels, H, W) of an N×H×W or N×H×W×{1,3} array, or a DataError naming the shape."""
-    if images.ndim == 3:
-        return 1, int(images.shape[1]), int(images.shape[2])
-    if images.ndim == 4 and images.shape[3] in (1, 3):
-        return int(images.shape[3]), int(images.shape[1]), int(images.shape[2])
+    """(channels, H, W) of an N×H×W or N×H×W×{1,3} array (H, W >= 1), or a DataError naming the shape."""
+    if images.ndim in (3, 4) and min(images.shape[1:3]) >= 1:
+        if images.ndim == 3:
+            return 1, int(images.shape[1]), int(images.shape[2])
+        if images.shape[3] in (1, 3):
+            return int(images.shape[3]), int(images.shape[1]), int(images.shape[2])
     raise DataError(
-        f"images have shape {tuple(images.shape)}: expected N×H×W (grayscale) or N×H×W×3 (RGB)"
+        f"images have shape {tuple(images.shape)}: expected N×H×W (grayscale) or N×H×W×3 (RGB) with H, W >= 1"
     )
 
 

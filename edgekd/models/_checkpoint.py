@@ -6,12 +6,14 @@ the caller passed ``trust_checkpoint``: ``torch.load(weights_only=True)`` is alw
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._limits import check_model_size
 from ..errors import TeacherError
 
 
@@ -62,11 +64,18 @@ def needs_unpickling(exc: BaseException) -> bool:
     return "Unsupported global" in str(exc) or "Unsupported operand" in str(exc)
 
 
+def refused_global(exc: BaseException) -> str:
+    """What ``weights_only=True`` refused to unpickle, e.g. ``class torch.nn.modules.container.Sequential``."""
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return f"the Python object {m.group(1)}" if m else "Python objects beyond tensors"
+
+
 def read_state_dict(path: Path, *, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
     """Tensors of a weights file (.safetensors or torch.save), unwrapped and without ``module.``."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise TeacherError(f"teacher weights file {path} does not exist: check --teacher-weights")
+    check_model_size(path, "teacher weights file", TeacherError)
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
@@ -81,8 +90,9 @@ def read_state_dict(path: Path, *, trust_checkpoint: bool = False) -> dict[str, 
             if not needs_unpickling(exc):
                 raise TeacherError(f"weights file {path} is truncated or corrupt: {first_line(exc)}") from None
             if not trust_checkpoint:
-                raise TeacherError(f"weights file {path} pickles Python objects, not only tensors: save "
-                                   "model.state_dict() instead, or pass --trust-checkpoint if you trust it") from None
+                raise TeacherError(f"weights file {path} needs {refused_global(exc)} to load, which safe loading "
+                                   "(torch.load weights_only=True) refuses because unpickling can run code: save "
+                                   "model.state_dict() instead, or pass --trust-checkpoint if you trust its source") from None
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001
             raise TeacherError(f"weights file {path} is truncated or corrupt: {first_line(exc)}") from None

@@ -32,6 +32,7 @@ import torch
 
 from .._compat import import_timm, require
 from .._io import sha256_file
+from .._limits import check_model_size
 from .._progress import track
 from ..errors import TeacherError, did_you_mean
 from ._checkpoint import (
@@ -39,6 +40,7 @@ from ._checkpoint import (
     match_state_dict,
     needs_unpickling,
     no_architecture_message,
+    refused_global,
     read_state_dict,
     sniff_format,
 )
@@ -147,6 +149,7 @@ def load_teacher(
         raise TeacherError(f"teacher file {path} does not exist: check the path (or use timm:<arch> with weights)")
     if not path.is_file():
         raise TeacherError(f"teacher {path} is a directory: pass the model file inside it (.onnx, .pt, .pt2)")
+    check_model_size(path, "teacher file", TeacherError)
     kind = sniff_format(path)
     if kind == "onnx":
         return _load_onnx(path, spec, in_chans, num_classes)
@@ -224,10 +227,15 @@ def _load_onnx(path: Path, spec: str, in_chans: int, num_classes: int) -> Teache
     onnx = require("onnx", purpose="to load an ONNX teacher")
     ort = require("onnxruntime", purpose="to run an ONNX teacher")
     try:
-        onnx.checker.check_model(str(path))
         model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf/checker raise many types
-        raise TeacherError(f"{path} is not a valid ONNX model (truncated or corrupt?): {first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - protobuf raises many types
+        raise TeacherError(f"{path} is not a readable ONNX file (truncated or corrupt?): {first_line(exc)}") from None
+    try:
+        onnx.checker.check_model(str(path))  # by path: also checks external data files
+    except Exception as exc:  # noqa: BLE001
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 200 else detail[:197] + "..."
+        raise TeacherError(f"{path} is not a valid ONNX model (onnx.checker: {detail}): re-export it") from None
     graph = model.graph
     inits = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in inits]
@@ -311,8 +319,9 @@ def _load_pickle(path: Path, spec: str, trust: bool) -> Teacher:
             raise TeacherError(f"teacher file {path} is truncated or corrupt: {first_line(exc)}") from None
         if not trust:
             raise TeacherError(
-                f"{path} is a pickled Python object; loading it can run arbitrary code. Pass --trust-checkpoint "
-                "if you trust its source, or export the teacher to ONNX/TorchScript"
+                f"{path} is a pickle that needs {refused_global(exc)} to load, which safe loading (torch.load "
+                "weights_only=True) refuses because unpickling can run arbitrary code: pass --trust-checkpoint if you "
+                "trust its source, or export the teacher to ONNX/TorchScript"
             ) from None
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
