@@ -57,10 +57,33 @@ class Result:
 # --------------------------------------------------------------------------- inputs
 
 
+def check_settings(cfg: CompressConfig) -> None:
+    """Every stage's settings, checked before any work (a bad --prune-ratio fails in a second, not after distilling)."""
+    from .distill.trainer import _check_args
+    from .distill.views import check_views
+    from .lower._base import check_threads
+    from .prune.pruner import _check_config
+    from .quantize.int8 import check_quant_config
+
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**32:
+        raise InputError(f"--seed must be an integer in [0, 2**32), got {cfg.seed!r}")
+    _check_args(cfg.distill, cfg.distill.epochs, cfg.distill.lr, cfg.distill.patience)
+    check_views(tuple(cfg.distill.views))
+    _check_config(cfg.prune)
+    check_quant_config(cfg.quant)
+    if cfg.bench.threads is not None:
+        check_threads(cfg.bench.threads)
+    for name in ("warmup", "iterations"):
+        v = getattr(cfg.bench, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "warmup" else 1):
+            raise InputError(f"--{name} must be an integer >= {0 if name == 'warmup' else 1}, got {v!r}")
+
+
 def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     """Target, data and teacher, all checked against each other; raises EdgekdError on bad input."""
     from .models import load_teacher
 
+    check_settings(cfg)
     profile = load_target(cfg.target)
     shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop)  # bad budgets fail before any work
     pre = cfg.preprocessing

@@ -43,7 +43,9 @@ def env() -> dict[str, str]:
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env(), text=True)
+    # a default SIGINT disposition even when the tests themselves run in a background job (which ignores it)
+    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env(), text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(proc: subprocess.Popen, cache: Path, pattern: str, timeout: float = 900) -> Path:

@@ -29,6 +29,17 @@ class _SequentialWrapper(torch.nn.Module):
         return self.inner(x)
 
 
+def check_quant_config(cfg: QuantConfig) -> None:
+    """QAT epochs, learning rate and calibration size the INT8 stage can use (InputError, one line)."""
+    if not isinstance(cfg.qat_epochs, int) or isinstance(cfg.qat_epochs, bool) or cfg.qat_epochs < 0:
+        raise InputError(f"QAT epochs must be an integer >= 0, got {cfg.qat_epochs!r}")
+    if not isinstance(cfg.qat_lr, (int, float)) or not cfg.qat_lr > 0:
+        raise InputError(f"QAT learning rate must be > 0, got {cfg.qat_lr!r}: try 1e-4")
+    n = cfg.calibration_samples
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise InputError(f"calibration samples must be an integer >= 1, got {n!r}: try 300")
+
+
 def calibration_subset(split: Split, n: int, seed: int) -> torch.Tensor:
     """A seeded random subset of at most ``n`` images of ``split`` (N×C×H×W), for PTQ calibration."""
     if not isinstance(n, int) or n < 1:
@@ -80,10 +91,7 @@ def quantize_qat(
     and patience; the PTQ starting point counts as a candidate, so QAT never returns a model
     worse on val than PTQ. ``qat_epochs == 0`` only measures the PTQ model's val AUC.
     """
-    if not isinstance(cfg.qat_epochs, int) or cfg.qat_epochs < 0:
-        raise InputError(f"QAT epochs must be an integer >= 0, got {cfg.qat_epochs!r}")
-    if not isinstance(cfg.qat_lr, (int, float)) or not cfg.qat_lr > 0:
-        raise InputError(f"QAT learning rate must be > 0, got {cfg.qat_lr!r}: try 1e-4")
+    check_quant_config(cfg)
     return distill(qmodel, data, teacher_logits, distill_cfg, epochs=cfg.qat_epochs, lr=cfg.qat_lr,
                    seed=seed, desc="qat")
 
