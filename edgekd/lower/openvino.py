@@ -9,6 +9,7 @@ records what the compiled model actually reports.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,28 @@ def _name_io(model) -> None:
         model.outputs[0].get_tensor().set_names({"logits"})
 
 
+_AUTO_NAME = re.compile(r"^[A-Za-z]+_?\d+$")  # OpenVINO's generated names: "Multiply_72371", "Model63"
+
+
+def canonical_names(model: Any) -> None:
+    """Replace OpenVINO's generated node names by ``<Type>_<position>``.
+
+    Generated names come from a process-wide counter, so the same network converted twice (or
+    after other conversions in the same process) gets different names and different ``.xml``
+    bytes. Positions in the topological order are stable: the IR becomes byte-reproducible.
+    Tensor names (``input``, ``logits``) and names that carry meaning are left alone.
+    """
+    if _AUTO_NAME.match(model.get_friendly_name()):
+        model.set_friendly_name("edgekd_model")
+    for i, op in enumerate(model.get_ordered_ops()):
+        if _AUTO_NAME.match(op.get_friendly_name()):
+            op.set_friendly_name(f"{op.get_type_name()}_{i}")
+
+
 def save_ir(model: Any, path: Path) -> Path:
     """Save an ``ov.Model`` as fp32 IR at ``path`` (.xml + .bin), atomically; returns the .xml."""
     ov = _ov()
+    canonical_names(model)
     xml = Path(path).with_suffix(".xml")
     xml.parent.mkdir(parents=True, exist_ok=True)
     tmp_xml = temp_sibling(xml, ".xml")
