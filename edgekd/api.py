@@ -382,7 +382,7 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
         log(f"[6/6] benchmark {len(cands)} candidates (batch 1, {threads} threads)")
         val, test = as_numpy(data.val), as_numpy(data.test)
         for c in cands:
-            measure(c, val, test, cfg.bench, threads)
+            measure(c, val, test, cfg.bench, threads, batch=cfg.bench.batch or profile.batch)
         teacher_c = cands[0]
         shipped, ship_info = choose_shipped(cands, profile, teacher_c.metrics.auc, cfg.max_auc_drop)
         ship_info["teacher_candidate"] = teacher_c.name
@@ -407,6 +407,7 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
 def build_report(cfg: CompressConfig, inp: Inputs, cands: list[Candidate], shipped: Candidate | None,
                  ship_info: dict, stages: dict, work: Path, seconds: float) -> dict:
     from .bench.machine import machine_info
+    from .bench.precision import precision_notes
     from .bench.report import SCHEMA_VERSION
 
     d, t = inp.data, inp.teacher
@@ -430,5 +431,6 @@ def build_report(cfg: CompressConfig, inp: Inputs, cands: list[Candidate], shipp
         "shipped": shipped.name if shipped else None,
         "shipping": ship_info,
         "speedups": speedups(cands, shipped),
+        "precision_notes": precision_notes(cands, inp.profile, shipped),
         "seconds": seconds,
     }
