@@ -41,7 +41,7 @@ def compress(
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Skip INT8."),
     max_auc_drop: float = typer.Option(0.01, help="Ship only candidates with test AUC >= teacher AUC - this."),
     threads: Optional[int] = typer.Option(None, help="Threads for latency figures (default from the target)."),
-    iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure (default 200)."),
+    iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure, fixed (default: at least 200, more until the median is stable)."),
     max_samples: Optional[int] = typer.Option(None, help="Cap each split to N samples (quick runs)."),
     seed: int = typer.Option(0, help="Seed for every random choice."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
@@ -72,7 +72,7 @@ def compress(
         _set(cfg.prune, ratio=prune_ratio, steps=prune_steps, recovery_epochs=recovery_epochs)
         _set(cfg.quant, qat_epochs=qat_epochs)
         cfg.quant.enabled = not no_quantize
-        _set(cfg.bench, threads=threads, iterations=iterations)
+        _set(cfg.bench, threads=threads, iterations=iterations, max_iterations=iterations)
         from ..api import compress as run
 
         result = run(cfg, log=log)
