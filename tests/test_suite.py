@@ -294,3 +294,32 @@ def test_the_shipped_pneumonia_suite_parses(monkeypatch):
                                             "resnet18--pneumonia--generic-cpu--default"]
     assert suite.datasets[0].path.name == "pneumoniamnist.npz" and suite.datasets[0].path.parent.name == "data"
     assert suite.teachers[0].train.epochs == 8 and suite.settings["default"]["prune_ratio"] == 0.8
+
+
+def test_a_tiny_suite_runs_the_real_pipeline_end_to_end(tmp_path):
+    """One real run: trained-if-missing teacher, compress, memory and batch-N figures, aggregate."""
+    _tiny_npz(tmp_path / "syn.npz", n=64)
+    (tmp_path / "tiny.yaml").write_text("""
+name: tiny
+datasets: {syn: {path: syn.npz}}
+teachers: {r10: {spec: "timm:resnet10t", train: {epochs: 1, batch_size: 16}}}
+targets: [generic-cpu]
+settings:
+  quick: {student: mobilenetv3_small_050, epochs: 1, views: [identity], prune_ratio: 0, quantize: false,
+          calibration_samples: 16, iterations: 5, max_iterations: 5, warmup: 1, batch: 2, max_auc_drop: 1.0}
+""")
+    res = CliRunner().invoke(app, ["bench", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "o"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    (row,) = results["runs"]
+    report = json.loads((tmp_path / "o" / row["report"]).read_text())
+    shipped = next(c for c in report["candidates"] if c["name"] == report["shipped"])
+    assert row["status"] == "shipped" and row["shipped"] == shipped["name"] and row["shipped_backend"] == "onnxruntime"
+    assert row["shipped_p50_ms"] == shipped["latency_ms"]["p50"] and shipped["latency_ms"]["iterations"] == 5
+    assert shipped["latency_ms"]["at_batch"]["batch"] == 2 and row["shipped_session_mb"] > 0
+    assert row["teacher_torch_fp32_p50_ms"] > 0 and row["teacher_openvino_int8_p50_ms"] > 0
+    assert row["speedup_vs_torch_fp32"] == pytest.approx(report["speedups"]["latency_vs_teacher-torch-fp32"])
+    assert report["precision_notes"] == [] and row["int8_vs_fp32_on_target"] is None  # no INT8 student here
+    assert report["machine"]["loadavg"] and "AVX2" in results["machines"][0] or report["machine"]["arch"] != "x86_64"
+    again = CliRunner().invoke(app, ["bench", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "o")])
+    assert again.exit_code == 0 and "finished earlier, skipped" in again.output
