@@ -239,6 +239,15 @@ def test_an_edited_setting_reruns_only_its_runs_and_force_reruns_all(suite_file,
     assert fake.calls == ["small--syn--intel-cpu--a", "small--syn--intel-cpu--b"]
 
 
+def test_a_killed_run_leaves_a_staging_folder_that_the_next_call_removes(suite_file, tmp_path):
+    suite = load_suite(suite_file)
+    leftover = tmp_path / "o" / "runs" / f".{suite.runs()[0].id}.partial-123"
+    (leftover / "models").mkdir(parents=True)  # what SIGKILL in the middle of compress leaves
+    res = run_suite(suite, tmp_path / "o", run_fn=FakeCompress(), log=lambda m: None)
+    assert not leftover.exists() and len(res.ran) == 4
+    assert sorted(p.name for p in (tmp_path / "o" / "runs").iterdir()) == sorted(r.id for r in suite.runs())
+
+
 def test_missing_inputs_fail_before_any_run(suite_file, tmp_path):
     (suite_file.parent / "syn.npz").unlink()
     fake = FakeCompress()

@@ -49,10 +49,10 @@ class Latency:
         return asdict(self)
 
     def report_dict(self) -> dict:
-        """The ``latency_ms`` entry of report.json (NaN becomes null: strict JSON)."""
+        """The ``latency_ms`` entry of report.json (NaN and infinity become null: strict JSON)."""
         d = self.to_dict()
         d["throughput_ips"] = d.pop("throughput")
-        d["ci95_rel"] = None if math.isnan(self.ci95_rel) else self.ci95_rel
+        d["ci95_rel"] = self.ci95_rel if math.isfinite(self.ci95_rel) else None
         return d
 
 

@@ -36,7 +36,7 @@ RUN_COLUMNS = (
 CANDIDATE_COLUMNS = (
     "run", "candidate", "role", "stage", "backend", "precision", "shipped", "auc", "sensitivity", "specificity",
     "accuracy", "p50_ms", "p90_ms", "p99_ms", "throughput_ips", "ci95_rel", "iterations", "stop", "batch",
-    "throughput_ips_at_batch", "session_mb", "peak_mb", "size_bytes", "params", "macs",
+    "throughput_ips_at_batch", "session_mb", "peak_mb", "size_bytes", "params", "macs", "precision_hint",
 )
 
 
@@ -107,7 +107,7 @@ def candidate_row(run_id: str, c: dict, shipped: str | None) -> dict:
         "iterations": lat.get("iterations"), "stop": lat.get("stop"), "batch": at.get("batch"),
         "throughput_ips_at_batch": at.get("throughput_ips"), "session_mb": mem.get("session_mb"),
         "peak_mb": mem.get("peak_mb"), "size_bytes": c.get("size_bytes"), "params": c.get("params"),
-        "macs": c.get("macs"),
+        "macs": c.get("macs"), "precision_hint": (c.get("runtime_config") or {}).get("INFERENCE_PRECISION_HINT"),
     }
 
 
