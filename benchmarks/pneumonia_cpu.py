@@ -25,24 +25,16 @@ DEFAULT_DATA = Path(os.environ.get("EDGEKD_PNEUMONIA", REPO.parent / "shared" / 
 
 
 def train_teacher(data_path: Path, size: int, epochs: int, out: Path, seed: int) -> Path:
-    from edgekd._compat import import_timm
-    from edgekd.config import Preprocessing
-    from edgekd.data import load_dataset
-    from edgekd.models import save_weights, train_classifier
+    """The cached ResNet-18 teacher (trained once; the suites train theirs with the same function)."""
+    from edgekd.bench.suite_run import train_teacher as train
 
     weights = out / f"teacher-resnet18-{size}-e{epochs}-s{seed}.safetensors"
     if weights.exists():
         print(f"teacher: reusing {weights}")
         return weights
-    data = load_dataset(data_path, Preprocessing(image_size=size), seed=seed)
-    model = import_timm().create_model("resnet18", pretrained=False, in_chans=data.channels,
-                                       num_classes=data.num_classes)
-    t0 = time.perf_counter()
-    res = train_classifier(model, data.train, data.val, epochs=epochs, seed=seed, desc="teacher resnet18")
-    print(f"teacher: resnet18 trained {res['epochs']} epochs in {time.perf_counter() - t0:.0f} s, "
-          f"best val AUC {res['best_val_auc']:.4f}")
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(model, weights)
+    recipe = {"arch": "resnet18", "image_size": size, "mean": [0.5], "std": [0.5], "max_samples": None, "seed": seed,
+              "epochs": epochs, "lr": 3e-3, "batch_size": 64}
+    train(recipe, data_path, weights)
     return weights
 
 

@@ -448,7 +448,8 @@ def _benchmark_and_ship(cfg: CompressConfig, inp: Inputs, cands: list[Candidate]
     log(f"[6/6] benchmark {len(cands)} candidates (batch 1, {threads} threads)")
     val, test = as_numpy(data.val), as_numpy(data.test)
     for c in cands:
-        measure(c, val, test, cfg.bench, threads, reference=cands[0].metrics, seed=cfg.seed)
+        measure(c, val, test, cfg.bench, threads, reference=cands[0].metrics, seed=cfg.seed,
+                batch=cfg.bench.batch or profile.batch)
     teacher_c, budget = cands[0], shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop)
     shipped, ship_info = choose_shipped(cands, profile, teacher_c.metrics.auc, budget.max_auc_drop,
                                         teacher_sensitivity=teacher_c.metrics.sensitivity,
@@ -475,6 +476,7 @@ def _benchmark_and_ship(cfg: CompressConfig, inp: Inputs, cands: list[Candidate]
 def build_report(cfg: CompressConfig, inp: Inputs, cands: list[Candidate], shipped: Candidate | None,
                  ship_info: dict, stages: dict, work: Path, seconds: float) -> dict:
     from .bench.machine import machine_info
+    from .bench.precision import precision_notes
     from .bench.report import SCHEMA_VERSION
 
     from .bench.clinical import clinical_section
@@ -504,5 +506,6 @@ def build_report(cfg: CompressConfig, inp: Inputs, cands: list[Candidate], shipp
         "shipping": ship_info,
         "clinical": clinical,
         "speedups": speedups(cands, shipped),
+        "precision_notes": precision_notes(cands, inp.profile, shipped),
         "seconds": seconds,
     }

@@ -68,15 +68,20 @@ class QuantConfig:
 
 @dataclass
 class BenchConfig:
-    """Latency measurement: batch 1, fixed threads, warm-up then timed runs."""
+    """Latency and memory measurement (method: benchmarks/README.md, "Latency method")."""
 
-    warmup: int = 20
-    iterations: int = 200
+    warmup: int = 20  # untimed calls first
+    iterations: int = 200  # timed calls, at least
+    max_iterations: int = 5000  # adaptive: more calls until the median is stable (= iterations: fixed count)
+    rel_ci: float = 0.01  # stable: the median's 95 % CI within ±1 % of it
+    max_seconds: float = 3.0  # stop adding calls after this much timing per figure
     threads: int | None = None  # None: the target profile's thread count
     # binary operating point, chosen on val: "teacher-sensitivity" (each model's threshold reaches the
     # teacher's val sensitivity at the teacher's Youden threshold) or "youden" (each model's own Youden's J)
     operating_point: str = "teacher-sensitivity"
     bootstrap_resamples: int = 1000  # seeded percentile bootstrap of the test AUC (95 % CI); 0 disables
+    batch: int | None = None  # second latency batch besides 1; None: the target profile's batch
+    memory: bool = True  # peak memory of each ONNX Runtime / OpenVINO session, in a child process
 
 
 @dataclass

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..config import BenchConfig
+from .latency import latency_report
 from .metrics import Metrics, evaluate_logits
 
 
@@ -28,7 +29,9 @@ class Candidate:
     agreement: Any = None  # edgekd.lower.validate.Agreement, for lowered models
     source: str | None = None  # name of the candidate this one was lowered from
     metrics: Metrics | None = None
-    latency: Any = None  # edgekd.bench.latency.Latency
+    latency: Any = None  # edgekd.bench.latency.Latency, batch 1
+    latency_batch: Any = None  # the same at the target profile's batch (None when that is 1)
+    memory: Any = None  # edgekd.bench.memory.SessionMemory (ONNX Runtime / OpenVINO sessions)
     notes: list[str] = field(default_factory=list)
     timed: bool = True  # False for simulated models (NNCF fake-quant in torch): metrics only, no latency
 
@@ -39,7 +42,6 @@ class Candidate:
                 path = path.resolve().relative_to(out.resolve())
             except ValueError:
                 pass
-        lat = self.latency
         d = {
             "name": self.name,
             "stage": self.stage,
@@ -51,10 +53,8 @@ class Candidate:
             "size_bytes": self.size_bytes,
             "params": self.params,
             "macs": self.macs,
-            "latency_ms": None if lat is None else {
-                "p50": lat.p50, "p90": lat.p90, "p99": lat.p99, "mean": lat.mean,
-                "throughput_ips": lat.throughput, "batch": lat.batch, "iterations": lat.iterations,
-            },
+            "latency_ms": latency_report(self.latency, self.latency_batch),
+            "memory_mb": self.memory.to_dict() if self.memory is not None else None,
             "metrics": self.metrics.to_dict() if self.metrics else None,
             "agreement": None,
             "runtime_config": getattr(self.runner, "config", None) or None,
@@ -83,18 +83,19 @@ def measure(
     cfg: BenchConfig,
     threads: int,
     *,
+    batch: int = 1,
     logits_cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     reference: Metrics | None = None,
     seed: int = 0,
 ) -> None:
-    """Fill in the candidate's clinical metrics (threshold from val, figures on test) and latency.
+    """Fill in the candidate's clinical metrics (threshold from val, figures on test), latency at
+    batch 1 and at ``batch`` (when > 1), and its session's peak memory.
 
     ``reference`` is the teacher's metrics (None while measuring the teacher itself): with
     ``cfg.operating_point == "teacher-sensitivity"`` this candidate's val threshold is the one
     reaching the teacher's val sensitivity (see edgekd.bench.metrics).
     """
     from ..lower._base import predict_batched
-    from .latency import measure_latency
 
     if logits_cache is not None and cand.name in logits_cache:
         val_logits, test_logits = logits_cache[cand.name]
@@ -108,7 +109,6 @@ def measure(
                                    target_sensitivity=target, resamples=cfg.bootstrap_resamples, seed=seed)
     if not cand.timed:
         return
-    cand.latency = measure_latency(
-        cand.runner, test[0][:1], warmup=cfg.warmup, iterations=cfg.iterations, threads=threads,
-        desc=f"latency {cand.name}",
-    )
+    from .latency import time_candidate
+
+    time_candidate(cand, test[0], cfg, threads, batch)

@@ -92,12 +92,14 @@ def markdown(report: dict) -> str:
         f"Sensitivity and specificity are at the operating point chosen on val "
         f"({rule}); AUC, accuracy and "
         f"latency are on test. Latency: batch 1, {mach['threads']} threads, "
-        f"{report['config']['bench']['warmup']} warm-up runs then the median/p99 of "
-        f"{report['config']['bench']['iterations']} timed runs.",
-        "",
-        "## Stages",
+        f"{report['config']['bench']['warmup']} warm-up runs then the median/p99 of at least "
+        f"{report['config']['bench']['iterations']} timed runs, more until the median is stable "
+        f"(benchmarks/README.md, \"Latency method\").",
         "",
     ]
+    if report.get("precision_notes"):
+        lines += ["## Precision chosen by measurement", ""] + [f"- {n['note']}" for n in report["precision_notes"]] + [""]
+    lines += ["## Stages", ""]
     for name, st in report.get("stages", {}).items():
         summary = ", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in st.items() if not isinstance(v, (list, dict)))
         lines.append(f"- **{name}**: {summary}")

@@ -51,7 +51,7 @@ def compress(
     max_sensitivity_drop: Optional[float] = typer.Option(None, help="...and test sensitivity >= teacher sensitivity - this (default: the target's, 0.02)."),
     operating_point: OperatingPoint = typer.Option(OperatingPoint.teacher_sensitivity, case_sensitive=False, help="Binary threshold chosen on val: teacher-sensitivity (hold the teacher's val sensitivity) or youden (each model's Youden's J)."),
     threads: Optional[int] = typer.Option(None, help="Threads for latency figures (default from the target)."),
-    iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure (default 200)."),
+    iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure, fixed (default: at least 200, more until the median is stable)."),
     max_samples: Optional[int] = typer.Option(None, help="Cap each split to N samples (quick runs)."),
     seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed for every random choice (0 to 2**32-1)."),
     overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
@@ -87,7 +87,8 @@ def compress(
         _set(cfg.prune, ratio=prune_ratio, steps=prune_steps, recovery_epochs=recovery_epochs)
         _set(cfg.quant, qat_epochs=qat_epochs)
         cfg.quant.enabled = not no_quantize
-        _set(cfg.bench, threads=threads, iterations=iterations, operating_point=operating_point.value)
+        _set(cfg.bench, threads=threads, iterations=iterations, max_iterations=iterations,
+             operating_point=operating_point.value)
         from ..api import compress as run
 
         result = run(cfg, log=log)
