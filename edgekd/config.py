@@ -54,6 +54,7 @@ class PruneConfig:
     finetune_epochs: int = 2  # distillation epochs after each step
     recovery_epochs: int = 8  # after the last step: up to this many distillation epochs, early-stopped on val AUC
     importance: str = "magnitude"  # "magnitude" (group L2 norm) or "taylor" (first-order, uses a batch)
+    depth: int = 0  # whole shape-preserving blocks to remove before channel pruning (fewer layers: faster on CPUs)
 
 
 @dataclass

@@ -44,6 +44,7 @@ def compress(
     alpha: Optional[float] = typer.Option(None, help="Weight of the label CE term; 1-alpha goes to T²·KL (default 0.3)."),
     prune_ratio: Optional[float] = typer.Option(None, help="Fraction of the student's MACs to remove (default 0.5; 0 disables)."),
     prune_steps: Optional[int] = typer.Option(None, help="Iterative pruning steps (default 3)."),
+    prune_depth: Optional[int] = typer.Option(None, help="Whole blocks to remove before channel pruning (default 0; fewer layers run faster on CPUs)."),
     recovery_epochs: Optional[int] = typer.Option(None, help="Distillation epochs after the last pruning step, early-stopped (default 8)."),
     qat_epochs: Optional[int] = typer.Option(None, help="Quantization-aware fine-tuning epochs (default 2; 0: PTQ only)."),
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Skip INT8."),
@@ -84,7 +85,7 @@ def compress(
             pre = replace(pre, std=_floats(std, "--std"))
         cfg.preprocessing = pre
         _set(cfg.distill, student=student, epochs=epochs, temperature=temperature, alpha=alpha)
-        _set(cfg.prune, ratio=prune_ratio, steps=prune_steps, recovery_epochs=recovery_epochs)
+        _set(cfg.prune, ratio=prune_ratio, steps=prune_steps, recovery_epochs=recovery_epochs, depth=prune_depth)
         _set(cfg.quant, qat_epochs=qat_epochs)
         cfg.quant.enabled = not no_quantize
         _set(cfg.bench, threads=threads, iterations=iterations, max_iterations=iterations,

@@ -5,6 +5,8 @@ go together (residual adds, depthwise convs, squeeze-excite blocks) and removes 
 so the pruned model is a smaller dense model that any runtime speeds up. What edgekd adds is
 the schedule: Torch-Pruning is driven by a channel ratio, the user asks for a MACs budget, so
 each step searches the channel ratio whose result lands just under that step's MACs target.
+Optionally (``PruneConfig.depth``) whole shape-preserving blocks are removed first
+(:mod:`edgekd.prune.depth`): fewer layers is what makes a small student fast on a CPU.
 """
 from __future__ import annotations
 
@@ -71,14 +73,17 @@ def prune(
     _check_config(cfg)
     example = data.train.images[:1].to(_device_of(model))
     macs0, params0 = count_macs(model, example), count_params(model)
-    if cfg.ratio == 0:
+    if cfg.ratio == 0 and cfg.depth == 0:
         model.eval()
         return PruneResult(model, params0, params0, macs0, macs0, [], macs0)
 
+    steps: list[dict] = []
+    if cfg.depth > 0:
+        model, step = _prune_depth(model, data, teacher_logits, cfg, distill_cfg, seed)
+        steps.append(step)
     classifier = _classifier_of(model)
     classifier_name = next(n for n, m in model.named_modules() if m is classifier)
-    steps: list[dict] = []
-    for k in range(1, cfg.steps + 1):
+    for k in range(1, cfg.steps + 1 if cfg.ratio > 0 else 1):
         target = int(round(macs0 * (1.0 - cfg.ratio * k / cfg.steps)))
         taylor = cfg.importance == "taylor"
         grads = _taylor_grads(model, data, teacher_logits, distill_cfg, seed + k) if taylor else None
@@ -96,7 +101,28 @@ def prune(
         steps[-1]["recovery_epochs"] = recovered.epochs_run
         steps[-1]["val_auc_after_recovery"] = recovered.best_val_auc
     model.eval()
-    return PruneResult(model, params0, count_params(model), macs0, steps[-1]["macs"], steps, steps[-1]["target_macs"])
+    target = steps[-1].get("target_macs", steps[-1]["macs"])
+    return PruneResult(model, params0, count_params(model), macs0, steps[-1]["macs"], steps, target)
+
+
+def _prune_depth(model: torch.nn.Module, data: Dataset, teacher_logits: TeacherLogits, cfg: PruneConfig,
+                 distill_cfg: DistillConfig, seed: int) -> tuple[torch.nn.Module, dict]:
+    """Remove ``cfg.depth`` blocks (least harmful first, scored on val), then fine-tune with distillation."""
+    from .depth import remove_blocks
+
+    n = min(len(data.val), 512)
+    images = data.val.images[:n].to(_device_of(model))
+    slim, dstep = remove_blocks(model, cfg.depth, images, teacher_logits.val[:n], distill_cfg.temperature)
+    if len(dstep.removed) < cfg.depth:
+        warnings.warn(f"depth pruning removed {len(dstep.removed)} of {cfg.depth} blocks: no other block keeps its "
+                      "input's shape", RuntimeWarning, stacklevel=3)
+    example = images[:1]
+    _check_outputs(slim, example, data.num_classes)
+    tuned = distill(slim, data, teacher_logits, distill_cfg, epochs=cfg.finetune_epochs,
+                    patience=cfg.finetune_epochs + 1, seed=seed, desc="depth prune fine-tune")
+    return tuned.model, {"step": 0, "kind": "depth", "removed_blocks": dstep.removed, "kd_scores": dstep.scores,
+                         "macs": count_macs(tuned.model, example), "params": count_params(tuned.model),
+                         "val_auc": tuned.best_val_auc}
 
 
 def _prune_to(model: torch.nn.Module, example: torch.Tensor, target: int, classifier_name: str,
@@ -206,6 +232,8 @@ def _check_config(cfg: PruneConfig) -> None:
         raise InputError(f"prune recovery epochs must be an integer >= 0, got {cfg.recovery_epochs!r}")
     if not isinstance(cfg.finetune_epochs, int) or cfg.finetune_epochs < 0:
         raise InputError(f"prune fine-tune epochs must be an integer >= 0, got {cfg.finetune_epochs!r}")
+    if not isinstance(cfg.depth, int) or isinstance(cfg.depth, bool) or not 0 <= cfg.depth <= 64:
+        raise InputError(f"prune depth (blocks to remove) must be an integer in [0, 64], got {cfg.depth!r}")
     if cfg.importance not in IMPORTANCE:
         raise InputError(f"unknown prune importance '{cfg.importance}'{did_you_mean(cfg.importance, IMPORTANCE)}: "
                          f"use one of {', '.join(IMPORTANCE)}")

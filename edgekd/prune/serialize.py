@@ -1,7 +1,7 @@
 """Save and load a structurally pruned student without pickling modules.
 
 A pruned timm model no longer matches its architecture's constructor: convolutions, norms and
-linears have fewer channels. Torch-Pruning's own ``tp.state_dict`` pickles module attributes
+linears have fewer channels, and depth pruning replaced some blocks by ``nn.Identity``. Torch-Pruning's own ``tp.state_dict`` pickles module attributes
 (classes included), which ``torch.load(weights_only=True)`` rightly refuses. Here the structure is
 the list of plain attributes (``out_channels``, ``groups``, ``num_features``, ...) that differ
 from a freshly built model, kept as JSON, and the weights are an ordinary state_dict: loading
@@ -10,6 +10,7 @@ shape. Nothing but tensors and JSON is ever read back.
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Callable
@@ -31,8 +32,20 @@ def _plain_attrs(module: torch.nn.Module) -> dict:
     return out
 
 
+def removed_blocks(pruned: torch.nn.Module, fresh: torch.nn.Module) -> list[str]:
+    """Blocks that depth pruning replaced by ``nn.Identity`` (see :mod:`edgekd.prune.depth`)."""
+    fresh_mods = dict(fresh.named_modules())
+    return [n for n, m in pruned.named_modules()
+            if isinstance(m, torch.nn.Identity) and n in fresh_mods and not isinstance(fresh_mods[n], torch.nn.Identity)]
+
+
 def structure_diff(pruned: torch.nn.Module, fresh: torch.nn.Module) -> dict[str, dict]:
-    """Per module name: the plain attributes whose value differs in ``pruned``."""
+    """Per module name: the plain attributes whose value differs in ``pruned`` (after removing its removed blocks)."""
+    from .depth import replace_with_identity
+
+    fresh = copy.deepcopy(fresh)
+    for name in removed_blocks(pruned, fresh):
+        replace_with_identity(fresh, name)
     fresh_mods = dict(fresh.named_modules())
     diff: dict[str, dict] = {}
     for name, m in pruned.named_modules():
@@ -49,7 +62,8 @@ def structure_diff(pruned: torch.nn.Module, fresh: torch.nn.Module) -> dict[str,
 def save_pruned(model: torch.nn.Module, fresh: torch.nn.Module, folder: Path, stem: str = "pruned") -> None:
     """Write ``<stem>.structure.json`` and ``<stem>.pt`` (a plain state_dict) into ``folder``."""
     folder = Path(folder)
-    (folder / f"{stem}.structure.json").write_text(json.dumps(structure_diff(model, fresh), indent=1) + "\n")
+    structure = {"removed_blocks": removed_blocks(model, fresh), "modules": structure_diff(model, fresh)}
+    (folder / f"{stem}.structure.json").write_text(json.dumps(structure, indent=1) + "\n")
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, folder / f"{stem}.pt")
 
 
@@ -58,9 +72,13 @@ def load_pruned(build: Callable[[], torch.nn.Module], folder: Path, stem: str = 
     folder = Path(folder)
     structure = json.loads((folder / f"{stem}.structure.json").read_text())
     state = torch.load(folder / f"{stem}.pt", map_location="cpu", weights_only=True)
+    from .depth import replace_with_identity
+
     model = build()
+    for name in structure["removed_blocks"]:
+        replace_with_identity(model, name)
     modules = dict(model.named_modules())
-    for name, attrs in structure.items():
+    for name, attrs in structure["modules"].items():
         for k, v in attrs.items():
             setattr(modules[name], k, tuple(v) if isinstance(v, list) else v)
     for full, tensor in state.items():

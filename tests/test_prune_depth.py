@@ -1,0 +1,62 @@
+"""Depth pruning: whole shape-preserving blocks go, least harmful first; the student still runs and round-trips."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from edgekd.config import DistillConfig, PruneConfig
+from edgekd.errors import InputError
+from edgekd.models.stats import count_params
+from edgekd.prune import prune
+from edgekd.prune.depth import remove_blocks, removable_blocks
+from edgekd.prune.serialize import load_pruned, save_pruned
+
+from .test_prune import data, student, tl  # noqa: F401  (module fixtures)
+
+FAST = DistillConfig(epochs=1, batch_size=32)
+
+
+def test_only_lowest_level_shape_preserving_blocks_are_candidates():
+    m = student("lcnet_050")
+    names = removable_blocks(m, torch.rand(1, 1, 32, 32))
+    # lcnet_050: the second block of stages 1-3 and 5 and the four blocks of stage 4 keep their shape
+    assert set(names) == {"blocks.1.1", "blocks.2.1", "blocks.3.1", "blocks.4.0", "blocks.4.1", "blocks.4.2",
+                          "blocks.4.3", "blocks.5.1"}
+    r = student("resnet10t")  # one BasicBlock per stage; only the first keeps its width and stride
+    assert removable_blocks(r, torch.rand(1, 1, 32, 32)) == ["layer1.0"]
+
+
+def test_remove_blocks_replaces_the_least_harmful_and_keeps_the_original(data, tl):
+    m = student("lcnet_050")
+    before = sum(1 for _ in m.modules())
+    slim, step = remove_blocks(m, 3, data.val.images[:64], tl.val[:64], temperature=4.0)
+    assert len(step.removed) == 3 and len(set(step.removed)) == 3
+    assert all(isinstance(slim.get_submodule(n), torch.nn.Identity) for n in step.removed)
+    assert sum(1 for _ in m.modules()) == before  # the input model is untouched
+    assert slim(data.val.images[:2]).shape == (2, 2)
+
+
+def test_prune_with_depth_removes_blocks_then_channels_and_round_trips(data, tl, tmp_path):
+    m = student("lcnet_050")
+    res = prune(m, data, tl, PruneConfig(ratio=0.5, steps=1, finetune_epochs=1, recovery_epochs=0, depth=2), FAST)
+    depth_step = res.steps[0]
+    assert depth_step["kind"] == "depth" and len(depth_step["removed_blocks"]) == 2
+    assert res.macs_after <= res.target_macs and res.params_after < res.params_before
+    save_pruned(res.model, student("lcnet_050"), tmp_path)
+    loaded = load_pruned(lambda: student("lcnet_050"), tmp_path)
+    x = data.val.images[:4]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), res.model(x))
+    assert count_params(loaded) == count_params(res.model)
+
+
+def test_depth_only_pruning(data, tl):
+    res = prune(student("lcnet_050"), data, tl, PruneConfig(ratio=0.0, depth=1, finetune_epochs=0, recovery_epochs=0),
+                FAST)
+    assert [s.get("kind") for s in res.steps] == ["depth"] and res.params_after < res.params_before
+
+
+@pytest.mark.parametrize("depth", [-1, 1.5, 65])
+def test_bad_depth_is_rejected(depth, data, tl):
+    with pytest.raises(InputError, match="prune depth"):
+        prune(student("lcnet_050"), data, tl, PruneConfig(depth=depth), FAST)
