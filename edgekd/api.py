@@ -73,6 +73,13 @@ def check_settings(cfg: CompressConfig) -> None:
     check_quant_config(cfg.quant)
     if cfg.bench.threads is not None:
         check_threads(cfg.bench.threads)
+    from .bench.metrics import OPERATING_POINTS
+    from .errors import did_you_mean
+
+    if cfg.bench.operating_point not in OPERATING_POINTS:
+        op = cfg.bench.operating_point
+        raise InputError(f"unknown operating point '{op}'{did_you_mean(str(op), OPERATING_POINTS)}: "
+                         f"use one of {', '.join(OPERATING_POINTS)}")
     for name in ("warmup", "iterations"):
         v = getattr(cfg.bench, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "warmup" else 1):

@@ -46,6 +46,7 @@ SETTINGS: dict[str, tuple[str | None, str, str]] = {
     "finetune_epochs": ("prune", "finetune_epochs", "int"),
     "recovery_epochs": ("prune", "recovery_epochs", "int"),
     "importance": ("prune", "importance", "str"),
+    "prune_depth": ("prune", "depth", "int"),
     "quantize": ("quant", "enabled", "bool"),
     "calibration_samples": ("quant", "calibration_samples", "int"),
     "qat_epochs": ("quant", "qat_epochs", "int"),
@@ -62,6 +63,8 @@ SETTINGS: dict[str, tuple[str | None, str, str]] = {
     "mean": ("preprocessing", "mean", "floats"),
     "std": ("preprocessing", "std", "floats"),
     "max_auc_drop": (None, "max_auc_drop", "float"),
+    "max_sensitivity_drop": (None, "max_sensitivity_drop", "float"),
+    "operating_point": ("bench", "operating_point", "str"),
     "seed": (None, "seed", "int"),
     "max_samples": (None, "max_samples", "int"),
 }
