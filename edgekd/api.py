@@ -109,6 +109,10 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
             raise InputError(f"teacher weights {cfg.teacher_weights} do not exist")
         data = load_dataset(cfg.data, pre, max_samples=cfg.max_samples, seed=cfg.seed)
         spec, weights = cfg.teacher, cfg.teacher_weights
+    from .models import create_student
+
+    create_student(cfg.distill.student or profile.default_student, data.channels, data.num_classes,
+                   seed=cfg.seed)  # an unknown student fails here, before any work
     teacher = load_teacher(
         spec, weights=weights, trust_checkpoint=cfg.trust_checkpoint,
         in_chans=data.channels, num_classes=data.num_classes,

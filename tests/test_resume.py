@@ -72,6 +72,15 @@ def model_hashes(out: Path) -> dict[str, str]:
     return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
+def without_seconds(obj):
+    """Stage records minus wall-clock timings (the only thing allowed to differ)."""
+    if isinstance(obj, dict):
+        return {k: without_seconds(v) for k, v in obj.items() if k != "seconds"}
+    if isinstance(obj, list):
+        return [without_seconds(v) for v in obj]
+    return obj
+
+
 def figures(out: Path) -> dict[str, dict]:
     report = json.loads((out / "report.json").read_text())
     return {c["name"]: {k: c["metrics"][k] for k in METRICS} for c in report["candidates"]}
@@ -139,7 +148,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(runs):
     assert model_hashes(runs["b"]) == model_hashes(runs["a"])
     ra, rb = (json.loads((runs[k] / "report.json").read_text()) for k in ("a", "b"))
     assert ra["shipped"] == rb["shipped"] is not None
-    assert ra["stages"] == rb["stages"]
+    assert without_seconds(ra["stages"]) == without_seconds(rb["stages"])  # epochs, AUCs, losses, MACs
 
 
 def test_same_seed_gives_the_same_model_bytes_in_every_stage_cache(runs):
@@ -174,7 +183,7 @@ def test_ctrl_c_says_where_it_stopped_and_exits_130(runs, tmp_path):
     wait_for(p, cache, ".tmp-distill-*")
     p.send_signal(signal.SIGINT)
     code = p.wait(timeout=120)
-    log = (tmp_path / "log").read_text()
+    log = " ".join((tmp_path / "log").read_text().split())  # the console wraps long lines
     assert code == 130, log[-2000:]
     assert "interrupted during stage distill" in log and "run the same command again to resume" in log
     assert "Traceback" not in log

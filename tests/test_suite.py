@@ -55,7 +55,7 @@ def _figure(cfg, salt: str) -> float:
 
 def fake_report(cfg) -> dict:
     auc_t, auc_s = 0.95, 0.90 + 0.05 * _figure(cfg, "auc")
-    ships = cfg.max_auc_drop >= 0
+    ships = (0.01 if cfg.max_auc_drop is None else cfg.max_auc_drop) >= 0
 
     def cand(name, backend, precision, role, auc, p50, size):
         return {"name": name, "stage": "lower", "backend": backend, "precision": precision, "role": role,
@@ -102,7 +102,7 @@ class FakeCompress:
             if cfg.out.name in self.fail_ids:
                 raise LoweringError("ONNX export failed (test)")
             (work / "report.json").write_text(json.dumps(fake_report(cfg)))
-            if cfg.max_auc_drop < 0:
+            if cfg.max_auc_drop is not None and cfg.max_auc_drop < 0:
                 raise NotShippedError("nothing shipped: test budget")
 
 
@@ -315,7 +315,8 @@ teachers: {r10: {spec: "timm:resnet10t", train: {epochs: 1, batch_size: 16}}}
 targets: [generic-cpu]
 settings:
   quick: {student: mobilenetv3_small_050, epochs: 1, views: [identity], prune_ratio: 0, quantize: false,
-          calibration_samples: 16, iterations: 5, max_iterations: 5, warmup: 1, batch: 2, max_auc_drop: 1.0}
+          calibration_samples: 16, iterations: 5, max_iterations: 5, warmup: 1, batch: 2, max_auc_drop: 1.0,
+          max_sensitivity_drop: 1.0}
 """)
     res = CliRunner().invoke(app, ["bench", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "o"), "--quiet"])
     assert res.exit_code == 0, res.output
