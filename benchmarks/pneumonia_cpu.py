@@ -8,7 +8,8 @@ on this machine):
   shipped AUC >= teacher AUC − 0.01; shipped p50 >= 30× faster than the torch fp32 teacher and
   >= 3× faster than the teacher's OpenVINO INT8 PTQ; shipped file >= 20× smaller than the
   teacher's fp32 ONNX; the whole compress under 15 minutes.
-The student is each target's default (lcnet_100 for the CPU targets), pruned by --prune-ratio (0.8).
+The student is each target's default (lcnet_100 for the CPU targets): --prune-depth (6) whole blocks removed,
+then channels pruned to --prune-ratio (0.9) of the MACs removed in all (the suite's depth6-r90 setting).
 Data: $EDGEKD_PNEUMONIA or ../shared/data/pneumoniamnist.npz (never committed).
 """
 from __future__ import annotations
@@ -47,7 +48,8 @@ def main() -> int:
     ap.add_argument("--targets", nargs="+", default=["intel-cpu", "generic-cpu"])
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--prune-ratio", type=float, default=0.8, help="fraction of the student's MACs to remove")
+    ap.add_argument("--prune-ratio", type=float, default=0.9, help="fraction of the student's MACs to remove")
+    ap.add_argument("--prune-depth", type=int, default=6, help="whole blocks to remove before channel pruning")
     args = ap.parse_args()
     if not args.data.exists():
         print(f"error: {args.data} not found (set EDGEKD_PNEUMONIA or pass --data)", file=sys.stderr)
@@ -65,7 +67,7 @@ def main() -> int:
     for target in args.targets:
         cfg = CompressConfig(target=target, out=args.out / target, teacher="timm:resnet18", teacher_weights=weights,
                              data=args.data, preprocessing=Preprocessing(image_size=args.image_size),
-                             prune=PruneConfig(ratio=args.prune_ratio), seed=args.seed, overwrite=True)
+                             prune=PruneConfig(ratio=args.prune_ratio, depth=args.prune_depth), seed=args.seed, overwrite=True)
         t0 = time.perf_counter()
         try:
             rep = compress(cfg).report
