@@ -139,7 +139,7 @@ def teacher_logits(run: Run) -> tuple["object", str]:
 
 def baselines(run: Run) -> list[Candidate]:
     """Stage 2: the teacher as a user would deploy it without edgekd (torch, ORT, OpenVINO fp32 and INT8 PTQ)."""
-    from .api import teacher_baselines, teacher_torch_candidate
+    from .lowering import teacher_baselines, teacher_torch_candidate
 
     cfg = run.cfg
     key = run.store.key("baselines", run.teacher_key, run.data_key, cfg.quant.calibration_samples, cfg.seed)
@@ -214,7 +214,7 @@ def prune_student(run: Run, model: torch.nn.Module, tl, distill_key: str) -> tup
 def lower(run: Run, model: torch.nn.Module, source: Candidate, precision: str, key_in: str, opset: int
           ) -> list[Candidate]:
     """Stages 5 and 7: ONNX and OpenVINO files of one torch student, each checked against it."""
-    from .api import lower_student
+    from .lowering import lower_student
 
     stage = f"lower-{precision}"
     key = run.store.key(stage, key_in, opset)

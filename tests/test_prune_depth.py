@@ -11,7 +11,18 @@ from edgekd.prune import prune
 from edgekd.prune.depth import remove_blocks, removable_blocks
 from edgekd.prune.serialize import load_pruned, save_pruned
 
-from .test_prune import data, student, tl  # noqa: F401  (module fixtures)
+from ._square import oracle_logits, square_dataset
+from .test_prune import student
+
+
+@pytest.fixture(scope="module")
+def data():
+    return square_dataset(48, 32, 16)
+
+
+@pytest.fixture(scope="module")
+def tl(data):
+    return oracle_logits(data, 2.0)
 
 FAST = DistillConfig(epochs=1, batch_size=32)
 

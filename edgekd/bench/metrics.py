@@ -179,7 +179,6 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     correct = (probs.argmax(axis=1) == labels).astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     b = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, bins - 1)
-    n = np.bincount(b, minlength=bins)
     gap = np.abs(np.bincount(b, correct, minlength=bins) - np.bincount(b, conf, minlength=bins))
     return float(gap.sum() / max(len(labels), 1))
 
