@@ -299,10 +299,12 @@ def test_cli_lists_the_matrix_and_refuses_an_unknown_suite(suite_file, tmp_path)
 def test_the_shipped_pneumonia_suite_parses(monkeypatch):
     monkeypatch.delenv("EDGEKD_PNEUMONIA", raising=False)
     suite = load_suite("pneumonia-cpu")
-    assert [r.id for r in suite.runs()] == ["resnet18--pneumonia--intel-cpu--default",
-                                            "resnet18--pneumonia--generic-cpu--default"]
+    settings = ["default", "depth6", "depth6-r90", "depth8-r85"]
+    assert [r.id for r in suite.runs()] == [f"resnet18--pneumonia--{t}--{s}" for s in settings
+                                            for t in ("intel-cpu", "generic-cpu")]
     assert suite.datasets[0].path.name == "pneumoniamnist.npz" and suite.datasets[0].path.parent.name == "data"
     assert suite.teachers[0].train.epochs == 8 and suite.settings["default"]["prune_ratio"] == 0.8
+    assert suite.settings["depth6-r90"]["prune_depth"] == 6 and suite.settings["depth6-r90"]["prune_ratio"] == 0.9
 
 
 def test_a_tiny_suite_runs_the_real_pipeline_end_to_end(tmp_path):
