@@ -158,7 +158,6 @@ def distill_student(run: Run, tl, tl_key: str) -> tuple[torch.nn.Module, Candida
     cfg, inp = run.cfg, run.inp
     name = cfg.distill.student or inp.profile.default_student
     build = lambda: create_student(name, inp.data.channels, inp.data.num_classes, seed=cfg.seed)  # noqa: E731
-    build()  # an unknown student name fails here, before any training
     key = run.store.key("distill", tl_key, name, asdict(cfg.distill), cfg.seed)
 
     def produce(folder: Path) -> dict:
