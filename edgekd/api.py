@@ -29,6 +29,7 @@ from .bench.candidates import Candidate, measure
 from .config import CompressConfig
 from .data import Dataset, load_dataset
 from .errors import InputError, NotShippedError
+from .stagecache import sweep_leftovers
 from .targets import TargetProfile, load_target, shipping_budget
 
 Log = Callable[[str], None]
@@ -129,7 +130,7 @@ def staging(out: Path, overwrite: bool) -> Iterator[Path]:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise InputError(f"output folder {out} already exists and is not empty: pass --overwrite or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_partials(out)
+    sweep_leftovers(out.parent.glob(f".{out.name}.partial-*"))  # folders of killed runs
     stage_dir = out.parent / f".{out.name}.partial-{os.getpid()}-{int(time.time() * 1000)}"
     stage_dir.mkdir()
 
@@ -147,19 +148,6 @@ def staging(out: Path, overwrite: bool) -> Iterator[Path]:
         shutil.rmtree(stage_dir, ignore_errors=True)
         raise
     publish()
-
-
-def _sweep_partials(out: Path) -> None:
-    """Remove ``.<out>.partial-<pid>-*`` folders left by runs that were killed (``kill -9``, power cut)."""
-    from .stagecache import _alive
-
-    for p in out.parent.glob(f".{out.name}.partial-*"):
-        try:
-            pid = int(p.name.rsplit("-", 2)[-2])
-        except (ValueError, IndexError):
-            continue
-        if not _alive(pid):
-            shutil.rmtree(p, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- shipping

@@ -48,6 +48,12 @@ class Run:
         t = self.inp.teacher
         self.teacher_key = digest(t.format, t.spec if str(t.spec).startswith("timm:") else None, t.sha256)
 
+    def build_student(self, name: str) -> torch.nn.Module:
+        """A fresh, seeded student of the data's channels and classes (weights are loaded into it)."""
+        from .models import create_student
+
+        return create_student(name, self.inp.data.channels, self.inp.data.num_classes, seed=self.cfg.seed)
+
     def copy_in(self, entry: StageEntry, sub: str) -> Path:
         """Copy a stage entry's files into ``work/sub`` (the output folder keeps every artifact)."""
         dest = self.work / sub
@@ -93,8 +99,7 @@ def candidate_from_record(d: dict, folder: Path, threads: int) -> Candidate:
     from .lower.validate import Agreement
 
     path = folder / d["path"] if d["inside"] else Path(d["path"])
-    be = get_backend(d["backend"])
-    runner = (be.OpenVINORunner if d["backend"] == "openvino" else be.OnnxRuntimeRunner)(path, threads, d["precision"])
+    runner = get_backend(d["backend"]).open_runner(path, threads=threads, precision=d["precision"])
     return Candidate(d["name"], d["stage"], d["backend"], d["precision"], d["role"], runner, path,
                      size_on_disk(path), d["params"], d["macs"],
                      agreement=Agreement(**d["agreement"]) if d["agreement"] else None,
@@ -153,22 +158,21 @@ def distill_student(run: Run, tl, tl_key: str) -> tuple[torch.nn.Module, Candida
     """Stage 3: knowledge distillation of the profile's (or --student) student."""
     from .distill import distill
     from .lower.torch import TorchRunner
-    from .models import count_macs, count_params, create_student
+    from .models import count_macs, count_params
 
     cfg, inp = run.cfg, run.inp
     name = cfg.distill.student or inp.profile.default_student
-    build = lambda: create_student(name, inp.data.channels, inp.data.num_classes, seed=cfg.seed)  # noqa: E731
     key = run.store.key("distill", tl_key, name, asdict(cfg.distill), cfg.seed)
 
     def produce(folder: Path) -> dict:
-        res = distill(build(), inp.data, tl, cfg.distill, seed=cfg.seed)
+        res = distill(run.build_student(name), inp.data, tl, cfg.distill, seed=cfg.seed)
         torch.save(_state(res.model), folder / "student.pt")
         return {"student": name, "epochs_run": res.epochs_run, "best_val_auc": res.best_val_auc,
                 "history": res.history}
 
     run.log(f"[2/6] distill {name} (T={cfg.distill.temperature}, alpha={cfg.distill.alpha})")
     entry = run.store.run("distill", key, produce, name)
-    model = build()
+    model = run.build_student(name)
     model.load_state_dict(torch.load(entry.file("student.pt"), map_location="cpu", weights_only=True))
     model.eval()
     run.copy_in(entry, "models/distilled")
@@ -181,16 +185,15 @@ def distill_student(run: Run, tl, tl_key: str) -> tuple[torch.nn.Module, Candida
 def prune_student(run: Run, model: torch.nn.Module, tl, distill_key: str) -> tuple[torch.nn.Module, Candidate | None, str]:
     """Stage 4: structured pruning toward a MACs ratio, with distillation fine-tuning."""
     from .lower.torch import TorchRunner
-    from .models import create_student
     from .prune import prune
     from .prune.serialize import load_pruned, save_pruned
 
     cfg, inp = run.cfg, run.inp
-    if cfg.prune.ratio <= 0:
-        run.log("[3/6] prune: skipped (--prune-ratio 0)")
+    if cfg.prune.ratio <= 0 and cfg.prune.depth == 0:
+        run.log("[3/6] prune: skipped (--prune-ratio 0, --prune-depth 0)")
         return model, None, distill_key
     name = run.stages["distill"]["student"]
-    build = lambda: create_student(name, inp.data.channels, inp.data.num_classes, seed=cfg.seed)  # noqa: E731
+    build = lambda: run.build_student(name)  # noqa: E731
     key = run.store.key("prune", distill_key, asdict(cfg.prune))
 
     def produce(folder: Path) -> dict:
@@ -199,8 +202,11 @@ def prune_student(run: Run, model: torch.nn.Module, tl, distill_key: str) -> tup
         return {"macs_before": res.macs_before, "macs_after": res.macs_after, "params_before": res.params_before,
                 "params_after": res.params_after, "steps": res.steps}
 
-    run.log(f"[3/6] prune {cfg.prune.ratio:.0%} of MACs in {cfg.prune.steps} steps (Torch-Pruning DepGraph)")
-    entry = run.store.run("prune", key, produce, f"{cfg.prune.ratio:.0%} of MACs")
+    parts = ([f"{cfg.prune.depth} whole blocks"] if cfg.prune.depth else []) + \
+        ([f"{cfg.prune.ratio:.0%} of MACs in {cfg.prune.steps} steps"] if cfg.prune.ratio > 0 else [])
+    what = ", then ".join(parts)
+    run.log(f"[3/6] prune {what} (Torch-Pruning DepGraph)")
+    entry = run.store.run("prune", key, produce, what)
     pruned = load_pruned(build, entry.path)
     run.copy_in(entry, "models/pruned")
     run.stages["prune"] = dict(entry.info)

@@ -22,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from . import __version__
 from ._io import sha256_file
@@ -140,16 +140,25 @@ class StageStore:
 
     def _sweep(self) -> None:
         """Remove temporary folders left by runs that were killed (their process is gone)."""
-        for p in self.root.glob(".tmp-*"):
-            try:
-                pid = int(p.name.split("-")[-2])
-            except (ValueError, IndexError):
-                continue
-            if not _alive(pid):
-                shutil.rmtree(p, ignore_errors=True)
+        sweep_leftovers(self.root.glob(".tmp-*"))
 
 
-def _alive(pid: int) -> bool:
+def sweep_leftovers(paths: Iterable[Path]) -> None:
+    """Delete ``<name>-<pid>-<n>`` folders whose process no longer runs (work of a killed run).
+
+    Stage temporaries (``.tmp-<stage>-<key>-<pid>-<ns>``) and ``--out`` staging folders
+    (``.<out>.partial-<pid>-<ms>``) both end that way; a live process's folders are kept.
+    """
+    for p in paths:
+        try:
+            pid = int(p.name.rsplit("-", 2)[-2])
+        except (ValueError, IndexError):
+            continue
+        if not process_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
