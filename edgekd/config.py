@@ -31,28 +31,39 @@ class Preprocessing:
 
 @dataclass
 class DistillConfig:
-    """Knowledge distillation: loss = alpha·CE(labels) + (1 − alpha)·T²·KL(teacher ‖ student)."""
+    """Knowledge distillation: loss = alpha·CE(labels) + (1 − alpha)·T²·KL(teacher ‖ student).
 
-    student: str | None = None  # timm model name; None: the target profile's default student
-    epochs: int = 20  # upper bound; early stopping usually ends sooner
+    The training budget is counted in optimizer steps, not epochs (a few hundred images get as many
+    steps as a few thousand): see :func:`edgekd.distill.schedule.default_steps`.
+    """
+
+    student: str | None = None  # timm model name, or "from-teacher"; None: the target profile's default student
+    student_weights: Path | None = None  # pretrained weights for a zoo student (safetensors or weights_only state_dict)
+    max_steps: int | None = None  # optimizer steps; None: derived from the train-set size (stated in the report)
     batch_size: int = 64
-    lr: float = 3e-3  # AdamW, cosine schedule
+    lr: float = 3e-3  # AdamW peak learning rate: linear warm-up, then cosine over the whole budget
+    warmup_fraction: float = 0.05  # share of the budget spent warming up the learning rate
     weight_decay: float = 1e-4
     temperature: float = 4.0  # T: softens both distributions
     alpha: float = 0.3  # weight of the hard-label CE term
-    patience: int = 4  # epochs without val-AUC improvement before stopping
-    # label-preserving augmentation views; the teacher's logits for each are computed once (see distill/views.py)
-    views: tuple[str, ...] = ("identity", "hflip", "shift_left", "shift_right", "shift_up", "shift_down")
-
-
+    min_fraction: float = 0.6  # no early stop before this share of the budget has been trained
+    patience: int = 4  # after min_fraction: evaluations without a lower val KL before stopping
+    evaluations: int = 20  # val evaluations over the budget (selection by val KL to the teacher, AUC as a guard)
+    # consistent augmentation (function matching): the teacher sees exactly the view the student sees
+    augment: str = "medical"  # "medical" (small affine, brightness, contrast, gamma, noise) or "none"
+    flips: bool = False  # horizontal flips: off by default (anatomy has a left and a right)
+    mixup: float = 0.5  # probability that a batch is mixed (Beta(1,1) weights between image pairs); 0 disables
+    teacher_mode: str = "auto"  # "online" (teacher on every batch), "cached" (views precomputed), "auto" (measured)
+    cached_views: int | None = None  # augmented views per image in cached mode; None: derived from the budget
+    feature_kd: float = 0.0  # weight of a FitNets-style hint loss on intermediate features (torch teachers); 0 disables
 @dataclass
 class PruneConfig:
     """Structural (channel) pruning with Torch-Pruning's dependency graph."""
 
     ratio: float = 0.5  # fraction of the student's MACs to remove (0 disables pruning)
     steps: int = 3  # iterative steps toward the ratio
-    finetune_epochs: int = 2  # distillation epochs after each step
-    recovery_epochs: int = 8  # after the last step: up to this many distillation epochs, early-stopped on val AUC
+    finetune_steps: int | None = None  # distillation steps after each pruning step; None: 8 % of the distill budget
+    recovery_steps: int | None = None  # after the last step; None: 30 % of the distill budget
     importance: str = "magnitude"  # "magnitude" (group L2 norm) or "taylor" (first-order, uses a batch)
     depth: int = 0  # whole shape-preserving blocks to remove before channel pruning (fewer layers: faster on CPUs)
 
@@ -63,7 +74,7 @@ class QuantConfig:
 
     enabled: bool = True
     calibration_samples: int = 300  # drawn (seeded) from the train split
-    qat_epochs: int = 2  # distillation epochs on the quantized model (0: PTQ only)
+    qat_steps: int | None = None  # distillation steps on the quantized model (0: PTQ only); None: 10 % of the distill budget
     qat_lr: float = 1e-4
 
 
@@ -95,6 +106,7 @@ class CompressConfig:
     teacher_weights: Path | None = None  # weights for a timm teacher (state_dict .pt or .safetensors)
     trust_checkpoint: bool = False  # allow loading a pickled nn.Module (runs arbitrary code)
     data: Path | None = None  # .npz (MedMNIST layout) or an image folder with train/ val/ test/
+    unlabelled: Path | None = None  # extra images (folder or images-only .npz) that only the teacher labels
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
