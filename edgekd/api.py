@@ -44,6 +44,7 @@ class Inputs:
     teacher: object  # edgekd.models.Teacher
     threads: int
     example: torch.Tensor  # 1×C×H×W from the test split
+    unlabelled: object = None  # edgekd.data.unlabelled.Unlabelled (--unlabelled), or None
 
 
 @dataclass
@@ -59,16 +60,20 @@ class Result:
 
 def check_settings(cfg: CompressConfig) -> None:
     """Every stage's settings, checked before any work (a bad --prune-ratio fails in a second, not after distilling)."""
+    from .distill.augment import check_augment
+    from .distill.schedule import check_steps
+    from .distill.source import check_teacher_mode
     from .distill.trainer import _check_args
-    from .distill.views import check_views
     from .lower._base import check_threads
     from .prune.pruner import _check_config
     from .quantize.int8 import check_quant_config
 
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**32:
         raise InputError(f"--seed must be an integer in [0, 2**32), got {cfg.seed!r}")
-    _check_args(cfg.distill, cfg.distill.epochs, cfg.distill.lr, cfg.distill.patience)
-    check_views(tuple(cfg.distill.views))
+    check_steps(cfg.distill.max_steps, "--max-steps", allow_zero=False)
+    _check_args(cfg.distill, 0, cfg.distill.lr)
+    check_augment(cfg.distill.augment, cfg.distill.mixup)
+    check_teacher_mode(cfg.distill.teacher_mode, cfg.distill.cached_views)
     _check_config(cfg.prune)
     check_quant_config(cfg.quant)
     if cfg.bench.threads is not None:
@@ -254,7 +259,7 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
     Finished stages are kept in the stage cache (``cfg.cache_dir``, default ``.edgekd-cache`` beside
     ``--out``) and reused by the next run with the same inputs; Ctrl-C says where it stopped.
     """
-    from .pipeline import Run, baselines, distill_student, lower, prune_student, quantize_student, teacher_logits
+    from .pipeline import Run, baselines, distill_student, lower, prune_student, quantize_student, teacher_signal
     from .stagecache import StageStore
 
     t0 = time.perf_counter()
@@ -267,10 +272,12 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
     try:
         with staging(cfg.out, cfg.overwrite) as work:
             run = Run(cfg, inp, store, work, log)
-            # 1. evaluate the teacher; its logits are computed once and reused by every stage
-            log(f"[1/6] evaluate teacher ({inp.teacher.format}) on {data.split_sizes()}; "
-                f"its logits on {len(cfg.distill.views)} views of train are computed once")
-            tl, tl_key = teacher_logits(run)
+            # 1. evaluate the teacher; how it answers for augmented views is decided once (online or cached)
+            b = run.budget
+            log(f"[1/6] evaluate teacher ({inp.teacher.format}) on {data.split_sizes()}; training budget "
+                f"{b.distill} distillation steps ({'derived from the data size' if b.derived else '--max-steps'}), "
+                f"prune fine-tunes {b.finetune}, recovery {b.recovery}, QAT {b.qat}")
+            tl, tl_key = teacher_signal(run)
             cands = baselines(run)
             # 2-3. distill, prune
             student, distilled, key = distill_student(run, tl, tl_key)
@@ -345,6 +352,16 @@ def _benchmark_and_ship(cfg: CompressConfig, inp: Inputs, cands: list[Candidate]
     return result
 
 
+def training_section(cfg: CompressConfig, stages: dict) -> dict:
+    """How the students were taught: step budgets, the teacher's mode, the augmentation (report.json "training")."""
+    teacher = stages.get("teacher", {})
+    return {"budget": stages.get("budget"), "teacher_mode": teacher.get("mode"), "teacher_mode_reason": teacher.get("why"),
+            "cached_views": teacher.get("views"), "augmentation": teacher.get("augmentation"),
+            "unlabelled_images": teacher.get("unlabelled_images", 0), "selection":
+            "lowest val KL(teacher ‖ student) among checkpoints after "
+            f"{cfg.distill.min_fraction:.0%} of the budget, within 0.01 of the best val AUC"}
+
+
 def build_report(cfg: CompressConfig, inp: Inputs, cands: list[Candidate], shipped: Candidate | None,
                  ship_info: dict, stages: dict, work: Path, seconds: float) -> dict:
     from .bench.machine import machine_info
@@ -372,6 +389,7 @@ def build_report(cfg: CompressConfig, inp: Inputs, cands: list[Candidate], shipp
         "preprocessing": d.preprocessing.to_dict(),
         "machine": machine_info(inp.threads),
         "config": cfg.to_dict(),
+        "training": training_section(cfg, stages),
         "stages": stages,
         "candidates": cand_dicts,
         "shipped": shipped.name if shipped else None,

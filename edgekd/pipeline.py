@@ -1,6 +1,6 @@
 """The pipeline's resumable stages: each one reuses its finished output or computes and keeps it.
 
-    teacher-logits → baselines → distill → prune → lower-fp32 → quantize → lower-int8
+    teacher-signal → baselines → distill → prune → lower-fp32 → quantize → lower-int8
 
 Every stage writes into a :class:`~edgekd.stagecache.StageStore` entry keyed by what it depends
 on (see that module), and the run always continues from what the entry holds, whether it was
@@ -42,11 +42,19 @@ class Run:
     data_key: str = ""
     teacher_key: str = ""
     stages: dict = field(default_factory=dict)  # per stage: what report.json's "stages" holds
+    budget: object = None  # edgekd.distill.Budget: optimizer steps of every training stage
 
     def __post_init__(self) -> None:
+        from .distill import plan
+
         self.data_key = fingerprint_data(self.inp.data)
         t = self.inp.teacher
         self.teacher_key = digest(t.format, t.spec if str(t.spec).startswith("timm:") else None, t.sha256)
+        d, cfg = self.inp.data, self.cfg
+        n_pool = len(d.train) + (len(self.inp.unlabelled.images) if self.inp.unlabelled is not None else 0)
+        self.budget = plan(n_pool, cfg.distill.batch_size, cfg.distill.max_steps, finetune=cfg.prune.finetune_steps,
+                           recovery=cfg.prune.recovery_steps, qat=cfg.quant.qat_steps)
+        self.stages["budget"] = self.budget.to_dict()
 
     def build_student(self, name: str) -> torch.nn.Module:
         """A fresh, seeded student of the data's channels and classes (weights are loaded into it)."""
@@ -120,26 +128,48 @@ def _lowered_stage(run: Run, stage: str, key: str, sub: str, produce: Callable[[
 # --------------------------------------------------------------------------- stages
 
 
-def teacher_logits(run: Run) -> tuple["object", str]:
-    """Stage 1: the teacher's logits on val and on every augmentation view of train, computed once."""
-    from .distill import TeacherLogits
+def teacher_signal(run: Run) -> tuple["object", str]:
+    """Stage 1: the teacher on val, on the clean training pool and (cached mode) on augmented views of it.
 
-    views = tuple(run.cfg.distill.views)
-    key = run.store.key("teacher-logits", run.teacher_key, run.data_key, views)
+    Online mode keeps only the clean logits here: later stages ask the teacher about each batch.
+    """
+    from .distill.augment import Augmenter
+    from .distill.source import Pool, TeacherSignal, build_signal, cached_view_count, choose_mode, load_views
+
+    cfg, inp, d = run.cfg.distill, run.inp, run.inp.data
+    unl = inp.unlabelled
+    pool = Pool.of(d.train.images, d.train.labels, unl.images if unl is not None else None)
+    pre = d.preprocessing
+    aug = Augmenter(cfg.augment, mean=tuple(pre.mean), std=tuple(pre.std), channels=d.channels, flips=cfg.flips,
+                    mixup=cfg.mixup)
+    image_bytes = int(pool.images[0].numel())
+    views = cached_view_count(len(pool), run.budget.distill, cfg.batch_size, image_bytes, cfg.cached_views)
+    mode, why = choose_mode(cfg.teacher_mode, augment=aug.active, n_pool=len(pool), steps=run.budget.distill,
+                            batch_size=cfg.batch_size, views=views)
+    key = run.store.key("teacher-signal", run.teacher_key, run.data_key, unl.sha256 if unl is not None else None,
+                        mode, views if mode == "cached" else None, cfg.augment, cfg.flips, cfg.mixup, run.cfg.seed)
 
     def produce(folder: Path) -> dict:
-        tl = TeacherLogits.compute(run.inp.teacher.logits, run.inp.data, views)
-        arrays = {"train": tl.train.numpy(), "val": tl.val.numpy()}
-        if tl.train_views is not None:
-            arrays["train_views"] = tl.train_views.numpy()
-        np.savez(folder / "teacher_logits.npz", **arrays)
-        return {"views": list(tl.views)}
+        sig = build_signal(mode, pool, d.val.images, inp.teacher.logits, aug, views=views, seed=run.cfg.seed,
+                           folder=folder, why=why)
+        np.savez(folder / "teacher_logits.npz", clean=sig.clean.numpy(), val=sig.val.numpy())
+        return dict(sig.info)
 
-    entry = run.store.run("teacher-logits", key, produce, f"{len(views)} views")
+    what = f"{mode}" + (f", {views} views of {len(pool)} images" if mode == "cached" else "")
+    entry = run.store.run("teacher-signal", key, produce, what)
     with np.load(entry.file("teacher_logits.npz"), allow_pickle=False) as z:
-        tl = TeacherLogits(torch.from_numpy(z["train"]), torch.from_numpy(z["val"]), tuple(entry.info["views"]),
-                           torch.from_numpy(z["train_views"]) if "train_views" in z.files else None)
-    return tl, key
+        clean, val = torch.from_numpy(z["clean"]), torch.from_numpy(z["val"])
+    c = d.channels
+    sig = TeacherSignal(mode, pool, val, clean, augmenter=aug, mean=aug._mean.view(1, c, 1, 1),
+                        std=aug._std.view(1, c, 1, 1), info=dict(entry.info))
+    if mode == "online":
+        sig.teacher = inp.teacher.logits
+    elif mode == "cached":
+        arrays = load_views(entry.path)
+        sig.views, sig.view_logits = arrays["views"], arrays["view_logits"]
+        sig.view_partner, sig.view_lam = arrays["view_partner"], arrays["view_lam"]
+    run.stages["teacher"] = dict(entry.info)
+    return sig, key
 
 
 def baselines(run: Run) -> list[Candidate]:
@@ -162,15 +192,17 @@ def distill_student(run: Run, tl, tl_key: str) -> tuple[torch.nn.Module, Candida
 
     cfg, inp = run.cfg, run.inp
     name = cfg.distill.student or inp.profile.default_student
-    key = run.store.key("distill", tl_key, name, asdict(cfg.distill), cfg.seed)
+    steps = run.budget.distill
+    key = run.store.key("distill", tl_key, name, asdict(cfg.distill), steps, cfg.seed)
 
     def produce(folder: Path) -> dict:
-        res = distill(run.build_student(name), inp.data, tl, cfg.distill, seed=cfg.seed)
+        res = distill(run.build_student(name), inp.data, tl, cfg.distill, steps=steps, seed=cfg.seed)
         torch.save(_state(res.model), folder / "student.pt")
-        return {"student": name, "epochs_run": res.epochs_run, "best_val_auc": res.best_val_auc,
-                "history": res.history}
+        return {"student": name, "steps_planned": steps, "steps_run": res.steps_run, "best_step": res.best_step,
+                "best_val_auc": res.best_val_auc, "val_kl": res.val_kl, "history": res.history}
 
-    run.log(f"[2/6] distill {name} (T={cfg.distill.temperature}, alpha={cfg.distill.alpha})")
+    run.log(f"[2/6] distill {name}: {steps} steps of {cfg.distill.batch_size} ({tl.mode} teacher, "
+            f"T={cfg.distill.temperature}, alpha={cfg.distill.alpha})")
     entry = run.store.run("distill", key, produce, name)
     model = run.build_student(name)
     model.load_state_dict(torch.load(entry.file("student.pt"), map_location="cpu", weights_only=True))
@@ -194,10 +226,12 @@ def prune_student(run: Run, model: torch.nn.Module, tl, distill_key: str) -> tup
         return model, None, distill_key
     name = run.stages["distill"]["student"]
     build = lambda: run.build_student(name)  # noqa: E731
-    key = run.store.key("prune", distill_key, asdict(cfg.prune))
+    b = run.budget
+    key = run.store.key("prune", distill_key, asdict(cfg.prune), b.finetune, b.recovery)
 
     def produce(folder: Path) -> dict:
-        res = prune(model, inp.data, tl, cfg.prune, cfg.distill, seed=cfg.seed)
+        res = prune(model, inp.data, tl, cfg.prune, cfg.distill, finetune_steps=b.finetune,
+                    recovery_steps=b.recovery, seed=cfg.seed)
         save_pruned(res.model, build(), folder)
         return {"macs_before": res.macs_before, "macs_after": res.macs_after, "params_before": res.params_before,
                 "params_after": res.params_after, "steps": res.steps}
@@ -236,22 +270,24 @@ def quantize_student(run: Run, model: torch.nn.Module, fp32: Candidate, tl, prun
 
     cfg, inp = run.cfg, run.inp
     calib = calibration_subset(inp.data.train, cfg.quant.calibration_samples, cfg.seed)
-    key = run.store.key("quantize", prune_key, asdict(cfg.quant), cfg.seed)
+    qat_steps = run.budget.qat
+    key = run.store.key("quantize", prune_key, asdict(cfg.quant), qat_steps, cfg.seed)
 
     probe = calib[:8]
 
     def produce(folder: Path) -> dict:
         ptq = quantize_ptq(model, calib)
-        info: dict = {"calibration_samples": len(calib), "qat_epochs": cfg.quant.qat_epochs}
+        info: dict = {"calibration_samples": len(calib), "qat_steps": qat_steps}
         _save_quantized(ptq, probe, folder / "ptq.pt")
-        if cfg.quant.qat_epochs > 0:
-            res = quantize_qat(ptq, inp.data, tl, cfg.quant, cfg.distill, seed=cfg.seed)  # trains ptq in place
+        if qat_steps > 0:
+            res = quantize_qat(ptq, inp.data, tl, cfg.quant, cfg.distill, steps=qat_steps, seed=cfg.seed)  # trains ptq in place
             _save_quantized(res.model, probe, folder / "qat.pt")
-            info.update(best_val_auc=res.best_val_auc, history=res.history)
+            info.update(best_val_auc=res.best_val_auc, best_step=res.best_step, steps_run=res.steps_run,
+                        history=res.history)
         return info
 
     run.log(f"[4/6] INT8: NNCF post-training quantization ({len(calib)} images), "
-            f"then {cfg.quant.qat_epochs} QAT epochs")
+            f"then {qat_steps} QAT steps")
     entry = run.store.run("quantize", key, produce, "PTQ + QAT")
     run.copy_in(entry, "models/quantized")
     run.stages["quantize"] = dict(entry.info)

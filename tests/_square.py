@@ -6,7 +6,7 @@ import torch
 
 from edgekd.config import Preprocessing
 from edgekd.data._base import Dataset, Split
-from edgekd.distill import TeacherLogits
+from edgekd.distill import TeacherSignal
 
 
 def square_split(n: int, g: torch.Generator, size: int = 32) -> Split:
@@ -26,8 +26,8 @@ def square_dataset(n_train: int = 192, n_val: int = 96, n_test: int = 32, seed: 
                    preprocessing=Preprocessing(channels=1))
 
 
-def oracle_logits(data: Dataset, margin: float) -> TeacherLogits:
-    """Teacher logits that know the labels: ±margin."""
+def oracle_logits(data: Dataset, margin: float) -> TeacherSignal:
+    """Teacher logits that know the labels: ±margin (no augmentation)."""
     def logits(s: Split) -> torch.Tensor:
         return torch.nn.functional.one_hot(s.labels, 2).float() * 2 * margin - margin
-    return TeacherLogits(logits(data.train), logits(data.val))
+    return TeacherSignal.plain(data.train.images, data.train.labels, logits(data.train), logits(data.val))

@@ -29,8 +29,8 @@ def pneumonia_npz() -> Path:
     return PNEUMONIA
 
 
-# quick pipeline settings for end-to-end tests: small slice, few epochs, few timed runs
-QUICK = ["--max-samples", "240", "--epochs", "2", "--prune-steps", "1", "--recovery-epochs", "1", "--qat-epochs", "1",
+# quick pipeline settings for end-to-end tests: small slice, few steps, few timed runs
+QUICK = ["--max-samples", "240", "--max-steps", "16", "--prune-steps", "1", "--recovery-steps", "4", "--qat-steps", "4",
          "--iterations", "20"]
 
 

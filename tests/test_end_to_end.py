@@ -94,7 +94,7 @@ def test_the_embedded_demo_runs_offline_with_a_cached_timm_teacher(tmp_path, mon
     monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
     args = ["compress", "--target", "intel-cpu", "--out", str(out), "--max-samples", "160", "--no-quantize",
-            "--epochs", "1", "--prune-ratio", "0", "--iterations", "10", "--max-auc-drop", "1.0", "--max-sensitivity-drop", "1.0"]
+            "--max-steps", "4", "--prune-ratio", "0", "--iterations", "10", "--max-auc-drop", "1.0", "--max-sensitivity-drop", "1.0"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())

@@ -11,7 +11,7 @@ import torch
 from edgekd._compat import import_timm
 from edgekd.config import DistillConfig, PruneConfig
 from edgekd.data._base import Dataset
-from edgekd.distill import TeacherLogits
+from edgekd.distill import TeacherSignal
 from edgekd.errors import InputError
 from edgekd.models.stats import count_macs, count_params
 from edgekd.prune import PruneResult, prune
@@ -27,7 +27,7 @@ def data() -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def tl(data: Dataset) -> TeacherLogits:
+def tl(data: Dataset) -> TeacherSignal:
     """Teacher logits that know the answer (the pruned student only needs something to fit)."""
     return oracle_logits(data, 2.0)
 
@@ -43,7 +43,8 @@ DCFG = DistillConfig(batch_size=24)
 def test_prune_reaches_macs_target_and_removes_channels(name, data, tl):
     model = student(name)
     convs_before = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    res = prune(model, data, tl, PruneConfig(ratio=0.5, steps=2, finetune_epochs=1, recovery_epochs=1), DCFG)
+    res = prune(model, data, tl, PruneConfig(ratio=0.5, steps=2), DCFG,
+                finetune_steps=6, recovery_steps=6)
     assert isinstance(res, PruneResult)
     target = 0.5 * res.macs_before
     assert (1 - TOLERANCE) * target <= res.macs_after <= target
@@ -58,7 +59,7 @@ def test_prune_reaches_macs_target_and_removes_channels(name, data, tl):
     assert res.steps[0]["macs"] <= 0.75 * res.macs_before
     assert all(0.0 <= s["val_auc"] <= 1.0 for s in res.steps)
     # after the last step, an early-stopped recovery distillation that never makes val worse
-    assert res.steps[-1]["recovery_epochs"] == 1
+    assert res.steps[-1]["recovery_steps"] == 6
     assert res.steps[-1]["val_auc_after_recovery"] >= res.steps[-1]["val_auc"]
     # the pruned model still classifies into the same classes
     assert not res.model.training
@@ -71,7 +72,7 @@ def test_prune_reaches_macs_target_and_removes_channels(name, data, tl):
 @pytest.mark.parametrize("name, importance", [("lcnet_050", "taylor"), ("efficientnet_b0", "magnitude"),
                                               ("mobilenetv3_small_050", "taylor")])
 def test_prune_other_students_one_step(name, importance, data, tl):
-    cfg = PruneConfig(ratio=0.3, steps=1, finetune_epochs=0, recovery_epochs=0, importance=importance)
+    cfg = PruneConfig(ratio=0.3, steps=1, importance=importance)
     res = prune(student(name), data, tl, cfg, DCFG)
     assert (1 - TOLERANCE) * 0.7 * res.macs_before <= res.macs_after <= 0.7 * res.macs_before
     assert res.params_after < res.params_before
@@ -109,7 +110,8 @@ def test_pruned_model_exports_to_onnx_and_quantizes_with_nncf(data, tl):
 
     from edgekd.quantize import quantize_ptq
 
-    res = prune(student("mobilenetv3_small_050"), data, tl, PruneConfig(ratio=0.5, steps=1, finetune_epochs=0), DCFG)
+    res = prune(student("mobilenetv3_small_050"), data, tl, PruneConfig(ratio=0.5, steps=1), DCFG,
+                finetune_steps=0, recovery_steps=6)
     x = data.val.images[:4]
     buf = io.BytesIO()
     torch.onnx.export(res.model, x[:1], buf, dynamo=False, opset_version=17, input_names=["x"],

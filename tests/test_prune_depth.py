@@ -24,7 +24,7 @@ def data():
 def tl(data):
     return oracle_logits(data, 2.0)
 
-FAST = DistillConfig(epochs=1, batch_size=32)
+FAST = DistillConfig(batch_size=32)
 
 
 def test_only_lowest_level_shape_preserving_blocks_are_candidates():
@@ -49,7 +49,8 @@ def test_remove_blocks_replaces_the_least_harmful_and_keeps_the_original(data, t
 
 def test_prune_with_depth_removes_blocks_then_channels_and_round_trips(data, tl, tmp_path):
     m = student("lcnet_050")
-    res = prune(m, data, tl, PruneConfig(ratio=0.5, steps=1, finetune_epochs=1, recovery_epochs=0, depth=2), FAST)
+    res = prune(m, data, tl, PruneConfig(ratio=0.5, steps=1, depth=2), FAST,
+                finetune_steps=6, recovery_steps=0)
     depth_step = res.steps[0]
     assert depth_step["kind"] == "depth" and len(depth_step["removed_blocks"]) == 2
     assert res.macs_after <= res.target_macs and res.params_after < res.params_before
@@ -62,7 +63,7 @@ def test_prune_with_depth_removes_blocks_then_channels_and_round_trips(data, tl,
 
 
 def test_depth_only_pruning(data, tl):
-    res = prune(student("lcnet_050"), data, tl, PruneConfig(ratio=0.0, depth=1, finetune_epochs=0, recovery_epochs=0),
+    res = prune(student("lcnet_050"), data, tl, PruneConfig(ratio=0.0, depth=1),
                 FAST)
     assert [s.get("kind") for s in res.steps] == ["depth"] and res.params_after < res.params_before
 

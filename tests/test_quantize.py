@@ -12,7 +12,7 @@ from edgekd._compat import import_timm
 from edgekd.bench.metrics import roc_auc
 from edgekd.config import DistillConfig, QuantConfig
 from edgekd.data._base import Dataset
-from edgekd.distill import DistillResult, TeacherLogits, distill, predict_logits
+from edgekd.distill import DistillResult, TeacherSignal, distill, predict_logits
 from edgekd.errors import InputError
 from edgekd.quantize import calibration_subset, quantize_ptq, quantize_qat, strip_for_export
 
@@ -28,7 +28,7 @@ def data() -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def tl(data: Dataset) -> TeacherLogits:
+def tl(data: Dataset) -> TeacherSignal:
     return oracle_logits(data, 3.0)  # a confident teacher that knows the labels
 
 
@@ -36,11 +36,11 @@ DCFG = DistillConfig(batch_size=32, lr=3e-3, patience=3)
 
 
 @pytest.fixture(scope="module")
-def trained(data: Dataset, tl: TeacherLogits) -> torch.nn.Module:
+def trained(data: Dataset, tl: TeacherSignal) -> torch.nn.Module:
     """A small trained fp32 model (timm resnet10t: residual adds; it learns this task in one epoch)."""
     torch.manual_seed(0)
     model = import_timm().create_model("resnet10t", pretrained=False, in_chans=1, num_classes=2)
-    res = distill(model, data, tl, DistillConfig(epochs=2, batch_size=32, lr=3e-3))
+    res = distill(model, data, tl, DistillConfig(batch_size=32, lr=3e-3), steps=12)
     assert res.best_val_auc > 0.9, res.history
     return res.model
 
@@ -105,9 +105,9 @@ def test_quantized_model_deepcopies_and_restores_state(qmodel, data):
 
 def test_qat_trains_the_quantized_model(qmodel, data, tl):
     q = copy.deepcopy(qmodel)
-    res = quantize_qat(q, data, tl, QuantConfig(qat_epochs=2, qat_lr=1e-3), DCFG, seed=0)
+    res = quantize_qat(q, data, tl, QuantConfig(qat_lr=1e-3), DCFG, steps=12, seed=0)
     assert isinstance(res, DistillResult)
-    assert 1 <= res.epochs_run <= 2 and 0.9 < res.best_val_auc <= 1.0
+    assert 1 <= res.steps_run <= 12 and 0.9 < res.best_val_auc <= 1.0
     assert res.best_val_auc >= res.initial_val_auc
     got = roc_auc(predict_logits(res.model, data.val.images).numpy(), data.val.labels.numpy())
     assert got == pytest.approx(res.best_val_auc, abs=1e-12)  # the best state restored on an NNCF model
@@ -116,7 +116,7 @@ def test_qat_trains_the_quantized_model(qmodel, data, tl):
 
 def test_qat_rejects_bad_config(qmodel, data, tl):
     with pytest.raises(InputError, match="QAT learning rate"):
-        quantize_qat(qmodel, data, tl, QuantConfig(qat_lr=0.0), DCFG)
+        quantize_qat(qmodel, data, tl, QuantConfig(qat_lr=0.0), DCFG, steps=1)
 
 
 def _constants(model) -> dict[str, np.ndarray]:

@@ -25,7 +25,7 @@ from edgekd.cli import app
 
 # small and quick, but every stage: distill, prune, INT8 PTQ, lower fp32 and INT8
 ARGS = ["--target", "generic-cpu", "--max-auc-drop", "1.0", "--max-sensitivity-drop", "1.0", "--max-samples", "160",
-        "--epochs", "1", "--prune-ratio", "0.3", "--prune-steps", "1", "--recovery-epochs", "1", "--qat-epochs", "0",
+        "--max-steps", "8", "--prune-ratio", "0.3", "--prune-steps", "1", "--recovery-steps", "2", "--qat-steps", "0",
         "--iterations", "10", "--quiet"]
 
 

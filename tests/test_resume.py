@@ -162,7 +162,7 @@ def test_same_seed_gives_the_same_model_bytes_in_every_stage_cache(runs):
 
 def test_a_changed_setting_reruns_exactly_the_stages_after_it(runs, tmp_path):
     out = tmp_path / "out"
-    cmd = command(runs["npz"], runs["teacher"], out, runs["cache_a"], "--qat-epochs", "0")
+    cmd = command(runs["npz"], runs["teacher"], out, runs["cache_a"], "--qat-steps", "0")
     r = subprocess.run(cmd, env=env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:]
     reused = {s for s in STAGES if f"reusing finished stage {s}" in r.stdout}

@@ -39,14 +39,18 @@ def compress(
     image_size: Optional[int] = typer.Option(None, help="Resize images to N×N (bilinear)."),
     mean: Optional[str] = typer.Option(None, help="Per-channel mean after scaling to [0,1] (default 0.5)."),
     std: Optional[str] = typer.Option(None, help="Per-channel std (default 0.5)."),
-    epochs: Optional[int] = typer.Option(None, help="Max distillation epochs (default 20, early stopping on val AUC)."),
+    max_steps: Optional[int] = typer.Option(None, help="Distillation budget in optimizer steps (default: max(1500, 12 epochs), capped at 10000; prune fine-tunes, recovery and QAT get 8/30/10 % of it)."),
+    augment: Optional[str] = typer.Option(None, help="Augmentation the teacher and student both see: medical (default: small affine, brightness, contrast, gamma, noise) or none."),
+    allow_flips: bool = typer.Option(False, "--allow-flips", help="Also flip images left-right (off by default: anatomy has a left and a right)."),
+    mixup: Optional[float] = typer.Option(None, help="Share of batches mixed pairwise (mixup; default 0.5; 0 disables)."),
+    teacher_mode: Optional[str] = typer.Option(None, help="auto (default), online (teacher on every batch) or cached (augmented views labelled once)."),
     temperature: Optional[float] = typer.Option(None, help="Distillation temperature T (default 4)."),
     alpha: Optional[float] = typer.Option(None, help="Weight of the label CE term; 1-alpha goes to T²·KL (default 0.3)."),
     prune_ratio: Optional[float] = typer.Option(None, help="Fraction of the student's MACs to remove (default 0.5; 0 disables)."),
     prune_steps: Optional[int] = typer.Option(None, help="Iterative pruning steps (default 3)."),
     prune_depth: Optional[int] = typer.Option(None, help="Whole blocks to remove before channel pruning (default 0; fewer layers run faster on CPUs)."),
-    recovery_epochs: Optional[int] = typer.Option(None, help="Distillation epochs after the last pruning step, early-stopped (default 8)."),
-    qat_epochs: Optional[int] = typer.Option(None, help="Quantization-aware fine-tuning epochs (default 2; 0: PTQ only)."),
+    recovery_steps: Optional[int] = typer.Option(None, help="Distillation steps after the last pruning step (default 30 % of --max-steps)."),
+    qat_steps: Optional[int] = typer.Option(None, help="Quantization-aware fine-tuning steps (default 10 % of --max-steps; 0: PTQ only)."),
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Skip INT8."),
     max_auc_drop: Optional[float] = typer.Option(None, help="Ship only candidates with test AUC >= teacher AUC - this (default: the target's, 0.01)."),
     max_sensitivity_drop: Optional[float] = typer.Option(None, help="...and test sensitivity >= teacher sensitivity - this (default: the target's, 0.02)."),
@@ -84,9 +88,11 @@ def compress(
         if std is not None:
             pre = replace(pre, std=_floats(std, "--std"))
         cfg.preprocessing = pre
-        _set(cfg.distill, student=student, epochs=epochs, temperature=temperature, alpha=alpha)
-        _set(cfg.prune, ratio=prune_ratio, steps=prune_steps, recovery_epochs=recovery_epochs, depth=prune_depth)
-        _set(cfg.quant, qat_epochs=qat_epochs)
+        _set(cfg.distill, student=student, max_steps=max_steps, temperature=temperature, alpha=alpha,
+             augment=augment, mixup=mixup, teacher_mode=teacher_mode)
+        cfg.distill.flips = allow_flips
+        _set(cfg.prune, ratio=prune_ratio, steps=prune_steps, recovery_steps=recovery_steps, depth=prune_depth)
+        _set(cfg.quant, qat_steps=qat_steps)
         cfg.quant.enabled = not no_quantize
         _set(cfg.bench, threads=threads, iterations=iterations, max_iterations=iterations,
              operating_point=operating_point.value)

@@ -1,5 +1,8 @@
-"""Knowledge distillation: the KD loss and the training loop shared by every training stage."""
-from .loss import kd_loss
-from .trainer import DistillResult, TeacherLogits, distill, predict_logits
+"""Knowledge distillation: the KD loss, consistent augmented views, step budgets and the training loop."""
+from .loss import kd_loss, kd_loss_mixed
+from .schedule import Budget, plan
+from .source import Pool, TeacherSignal
+from .trainer import DistillResult, distill, predict_logits
 
-__all__ = ["DistillResult", "TeacherLogits", "distill", "kd_loss", "predict_logits"]
+__all__ = ["Budget", "DistillResult", "Pool", "TeacherSignal", "distill", "kd_loss", "kd_loss_mixed", "plan",
+           "predict_logits"]

@@ -57,3 +57,47 @@ def kd_loss(
         log_target=True,
     )
     return alpha * hard + (1.0 - alpha) * (t * t) * soft
+
+
+def kd_loss_mixed(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    partner_labels: torch.Tensor,
+    lam: torch.Tensor,
+    *,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    """KD loss for a batch that may hold mixed (mixup) and unlabelled images.
+
+    The soft term is the KL to the teacher's logits *on the mixed image itself* (the teacher saw
+    it too). The hard term mixes the two labels with the image weights ``lam``; a label of -1
+    (an unlabelled image) contributes no CE, so unlabelled images are taught by the teacher alone.
+    Both terms are averaged over the whole batch, so ``alpha`` keeps its meaning.
+    """
+    check_kd_params(temperature, alpha)
+    if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape:
+        raise InputError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} "
+            "must both be N×K with the same K: the student needs as many outputs as the teacher has classes"
+        )
+    n = student_logits.shape[0]
+    t = float(temperature)
+    hard = student_logits.new_zeros(())
+    if alpha > 0:
+        lam = lam.to(student_logits.dtype)
+        for y, w in ((labels, lam), (partner_labels, 1.0 - lam)):
+            known = y >= 0
+            if known.any():
+                ce = F.cross_entropy(student_logits[known], y[known].long(), reduction="none")
+                hard = hard + (w[known] * ce).sum() / n
+    if alpha >= 1:
+        return hard
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=1),
+        F.log_softmax(teacher_logits.detach().to(student_logits.dtype) / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return alpha * hard + (1.0 - alpha) * (t * t) * soft

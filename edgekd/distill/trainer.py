@@ -1,9 +1,13 @@
 """Distillation training loop, shared by the distill, prune (fine-tune) and QAT stages.
 
-One loop trains a student against cached teacher logits: AdamW, a cosine learning-rate
-schedule, seeded shuffling, validation ROC AUC after every epoch, early stopping, and the best
-epoch's weights restored at the end. The same loop fine-tunes a pruned student and an
-NNCF-quantized one (quantization-aware training): it only needs ``forward``, ``parameters`` and
+One loop trains a student for a budget of optimizer steps (:mod:`edgekd.distill.schedule`):
+AdamW, linear warm-up then one cosine over the whole budget, seeded batches of consistent
+augmented views (:mod:`edgekd.distill.source`: the teacher answers for exactly the image the
+student sees). Every ``steps / evaluations`` steps the student is scored on val by its KL
+divergence to the teacher (stable on 80 images, where AUC moves in steps of 1/(P·N)) and its val
+AUC; the checkpoint kept is the one closest to the teacher among those trained for at least
+``min_fraction`` of the budget, with AUC as a guard. The same loop fine-tunes a pruned student
+and an NNCF-quantized one (QAT): it only needs ``forward``, ``parameters`` and
 ``state_dict``/``load_state_dict``, which NNCF's quantized torch models keep.
 """
 from __future__ import annotations
@@ -13,45 +17,32 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .._progress import track
 from ..bench.metrics import roc_auc
 from ..config import DistillConfig
 from ..data._base import Dataset
 from ..errors import DataError, InputError, TeacherError
-from .loss import check_kd_params, kd_loss
-from .views import apply_view, check_views
+from .loss import check_kd_params, kd_loss_mixed
+from .schedule import check_steps, lr_factor
+from .source import TeacherSignal, step_seed
 
-
-@dataclass
-class TeacherLogits:
-    """Teacher outputs computed once by the pipeline, row-aligned with the dataset's splits."""
-
-    train: torch.Tensor  # N_train×K float32, aligned with data.train
-    val: torch.Tensor  # N_val×K, aligned with data.val
-    views: tuple[str, ...] = ("identity",)  # augmentation views (edgekd.distill.views), identity first
-    train_views: torch.Tensor | None = None  # V×N_train×K: the teacher on each view; None: identity only
-
-    @classmethod
-    def compute(cls, teacher: Callable[[torch.Tensor], torch.Tensor], data: Dataset,
-                views: tuple[str, ...] = ("identity",)) -> "TeacherLogits":
-        """Run the teacher once on val and on every view of train."""
-        views = check_views(tuple(views))
-        per_view = [teacher(apply_view(data.train.images, v)) for v in views]
-        return cls(per_view[0], teacher(data.val.images), views,
-                   torch.stack(per_view) if len(views) > 1 else None)
+AUC_GUARD = 0.01  # a checkpoint more than this below the best val AUC among the eligible ones is not kept
 
 
 @dataclass
 class DistillResult:
-    model: torch.nn.Module  # the best epoch's weights, in eval mode
+    model: torch.nn.Module  # the selected checkpoint's weights, in eval mode
     best_val_auc: float  # val AUC of the returned model
-    epochs_run: int  # epochs trained (fewer than asked when early stopping fired)
-    history: list[dict]  # per epoch: {"epoch", "loss", "val_auc", "seconds"}
-    initial_val_auc: float = float("nan")  # val AUC before training (the start is a candidate too)
+    steps_run: int  # optimizer steps trained (fewer than asked when early stopping fired)
+    history: list[dict]  # per evaluation: {"step", "loss", "val_kl", "val_auc", "lr", "seconds"}
+    initial_val_auc: float = float("nan")  # val AUC before training (a fine-tune's start is a candidate too)
+    best_step: int = 0  # the step of the returned checkpoint
+    val_kl: float = float("nan")  # its KL divergence to the teacher on val (T = 1)
+    steps_planned: int = 0
 
 
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -72,91 +63,121 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int
 def distill(
     student: torch.nn.Module,
     data: Dataset,
-    teacher_logits: TeacherLogits,
+    signal: TeacherSignal,
     cfg: DistillConfig,
     *,
-    epochs: int | None = None,
+    steps: int,
     lr: float | None = None,
-    patience: int | None = None,
     seed: int = 0,
     desc: str = "distill",
+    keep_start: bool = False,
 ) -> DistillResult:
-    """Train ``student`` in place on ``data.train`` against the teacher's cached logits.
+    """Train ``student`` in place for ``steps`` optimizer steps on the signal's batches.
 
-    Augmentation only through the views whose teacher logits were computed once
-    (``teacher_logits.views``, see :mod:`edgekd.distill.views`): each batch draws one view, so
-    every image is always paired with the teacher's soft target for exactly that image.
-    ``epochs``, ``lr`` and ``patience`` override the config (the prune and QAT stages use them).
-    The model before training counts as a candidate, so the result is never worse on val than
-    the start; early stopping fires after ``patience`` epochs without a strictly better val AUC.
+    ``keep_start``: the model before training is a candidate too (fine-tunes of a pruned or
+    quantized model never return something further from the teacher than what they were given).
+    Early stopping only after ``cfg.min_fraction`` of the budget, when ``cfg.patience``
+    evaluations in a row did not lower the val KL.
     """
-    epochs = cfg.epochs if epochs is None else epochs
     lr = cfg.lr if lr is None else lr
-    patience = cfg.patience if patience is None else patience
-    _check_args(cfg, epochs, lr, patience)
-    _check_data(data, teacher_logits)
+    _check_args(cfg, steps, lr)
+    _check_data(data, signal)
     device = _device_of(student)
-    train_x, train_y = data.train.images, data.train.labels.long()
-    train_t = teacher_logits.train.float()
-    _check_student_outputs(student, train_x[:2].to(device), data.num_classes)
+    _check_student_outputs(student, data.train.images[:2].to(device), data.num_classes)
+    t_val = signal.val.float()
 
-    best_auc = _val_auc(student, data, cfg.batch_size)
-    initial_auc = best_auc
-    best_state = copy.deepcopy(student.state_dict())
-    history: list[dict] = []
-    if epochs == 0:
+    kl0, auc0 = _evaluate(student, data, t_val, cfg.batch_size)
+    history: list[dict] = [{"step": 0, "loss": None, "val_kl": kl0, "val_auc": auc0, "lr": 0.0, "seconds": 0.0}]
+    kept: dict[int, dict] = {0: copy.deepcopy(student.state_dict())} if (keep_start or steps == 0) else {}
+    if steps == 0:
         student.eval()
-        return DistillResult(student, best_auc, 0, history, initial_auc)
+        return DistillResult(student, auc0, 0, history, auc0, 0, kl0, 0)
 
     optimizer = torch.optim.AdamW(_param_groups(student, cfg.weight_decay), lr=lr)
-    batches_per_epoch = len(_batch_slices(len(train_y), cfg.batch_size))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * batches_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg.warmup_fraction))
+    every = max(1, steps // max(1, cfg.evaluations))
+    eval_at = set(range(every, steps + 1, every)) | {steps}
+    min_step = int(math.ceil(cfg.min_fraction * steps))
     generator = torch.Generator().manual_seed(seed)
-    stale = 0
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        order = torch.randperm(len(train_y), generator=generator)
-        batches = [order[sl] for sl in _batch_slices(len(train_y), cfg.batch_size)]
-        student.train()
-        total, finite = 0.0, True
-        for idx in track(batches, f"{desc} epoch {epoch}/{epochs}"):
-            x, t = train_x[idx], train_t[idx]
-            if teacher_logits.train_views is not None:
-                v = int(torch.randint(len(teacher_logits.views), (1,), generator=generator))
-                x, t = apply_view(x, teacher_logits.views[v]), teacher_logits.train_views[v][idx].float()
-            logits = student(x.to(device))
-            loss = kd_loss(logits, t.to(device), train_y[idx].to(device),
-                           temperature=cfg.temperature, alpha=cfg.alpha)
-            if not torch.isfinite(loss):
-                finite = False
-                break
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach()) * len(idx)
-        if not finite:
-            warnings.warn(f"{desc}: loss became non-finite in epoch {epoch} (learning rate {lr:g} too high?); "
-                          "stopping and keeping the best epoch so far", RuntimeWarning, stacklevel=2)
+    order = _Order(len(signal.pool), cfg.batch_size, generator)
+    student.train()
+    total, count, start, stale, best_kl = 0.0, 0, time.perf_counter(), 0, math.inf
+    steps_run = 0
+    for step in track(range(1, steps + 1), f"{desc} ({steps} steps)", total=steps):
+        idx = order.next()
+        b = signal.batch(idx, step_seed(seed, step))
+        logits = student(b.images.to(device))
+        loss = kd_loss_mixed(logits, b.teacher.to(device), b.labels.to(device), b.partner_labels.to(device),
+                             b.lam.to(device), temperature=cfg.temperature, alpha=cfg.alpha)
+        if not torch.isfinite(loss):
+            warnings.warn(f"{desc}: loss became non-finite at step {step} (learning rate {lr:g} too high?); "
+                          "stopping and keeping the best checkpoint so far", RuntimeWarning, stacklevel=2)
             break
-        auc = _val_auc(student, data, cfg.batch_size)
-        history.append({"epoch": epoch, "loss": total / len(train_y), "val_auc": auc,
-                        "seconds": time.perf_counter() - start})
-        if auc > best_auc:
-            best_auc, stale = auc, 0
-            best_state = copy.deepcopy(student.state_dict())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        steps_run = step
+        total, count = total + float(loss.detach()) * len(idx), count + len(idx)
+        if step not in eval_at:
+            continue
+        kl, auc = _evaluate(student, data, t_val, cfg.batch_size)
+        history.append({"step": step, "loss": total / max(1, count), "val_kl": kl, "val_auc": auc,
+                        "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
+        total, count = 0.0, 0
+        student.train()
+        if step < min_step:
+            continue
+        kept[step] = copy.deepcopy(student.state_dict())
+        if kl < best_kl * (1 - 1e-3):
+            best_kl, stale = kl, 0
         else:
             stale += 1
-            if stale >= patience:
+            if stale >= cfg.patience:
                 break
-    student.load_state_dict(best_state)
+    if not kept:  # stopped (non-finite loss) before the minimum budget: the last sane state
+        kept[steps_run] = copy.deepcopy(student.state_dict())
+        if history[-1]["step"] != steps_run:
+            kl, auc = _evaluate(student, data, t_val, cfg.batch_size)
+            history.append({"step": steps_run, "loss": None, "val_kl": kl, "val_auc": auc, "lr": 0.0,
+                            "seconds": time.perf_counter() - start})
+    best = select_checkpoint([h for h in history if h["step"] in kept])
+    student.load_state_dict(kept[best["step"]])
     student.eval()
-    return DistillResult(student, best_auc, len(history), history, initial_auc)
+    return DistillResult(student, best["val_auc"], steps_run, history, auc0, best["step"], best["val_kl"], steps)
 
 
-def _val_auc(model: torch.nn.Module, data: Dataset, batch_size: int) -> float:
+def select_checkpoint(evaluations: list[dict]) -> dict:
+    """The evaluation closest to the teacher (lowest val KL) among those within AUC_GUARD of the best val AUC.
+
+    KL to the teacher over all val images is a smooth, stable criterion on a small val split; AUC on
+    80 images moves in coarse steps, so it only guards against a checkpoint that ranks cases worse.
+    """
+    aucs = [h["val_auc"] for h in evaluations if not math.isnan(h["val_auc"])]
+    floor = (max(aucs) - AUC_GUARD) if aucs else -math.inf
+    ok = [h for h in evaluations if math.isnan(h["val_auc"]) or h["val_auc"] >= floor] or evaluations
+    return min(ok, key=lambda h: (h["val_kl"], -h["step"]))
+
+
+class _Order:
+    """Seeded batches of pool indices: a fresh permutation each pass, batches never of size 1."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator) -> None:
+        self.n, self.bs, self.g = n, min(batch_size, n), generator
+        self._queue: list[torch.Tensor] = []
+
+    def next(self) -> torch.Tensor:
+        if not self._queue:
+            perm = torch.randperm(self.n, generator=self.g)
+            self._queue = [perm[sl] for sl in _batch_slices(self.n, self.bs)]
+        return self._queue.pop(0)
+
+
+def _evaluate(model: torch.nn.Module, data: Dataset, teacher_val: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(KL(teacher ‖ student) at T = 1, averaged over val; val ROC AUC)."""
     logits = predict_logits(model, data.val.images, max(batch_size, 256))
-    return roc_auc(logits.numpy(), data.val.labels.numpy())
+    kl = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher_val, 1), reduction="batchmean", log_target=True)
+    return float(kl), roc_auc(logits.numpy(), data.val.labels.numpy())
 
 
 def _batch_slices(n: int, batch_size: int) -> list[slice]:
@@ -184,21 +205,25 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _check_args(cfg: DistillConfig, epochs: int, lr: float, patience: int) -> None:
+def _check_args(cfg: DistillConfig, steps: int | None, lr: float) -> None:
     check_kd_params(cfg.temperature, cfg.alpha)
-    if not isinstance(epochs, int) or epochs < 0:
-        raise InputError(f"distillation epochs must be an integer >= 0, got {epochs!r}")
+    check_steps(steps, "distillation steps", allow_zero=True)
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
         raise InputError(f"learning rate must be a number >= 0, got {lr!r}: try 3e-3 (1e-4 for QAT)")
-    if not isinstance(patience, int) or patience < 1:
-        raise InputError(f"early-stopping patience must be an integer >= 1, got {patience!r}")
-    if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
-        raise InputError(f"batch size must be an integer >= 1, got {cfg.batch_size!r}")
+    if not isinstance(cfg.patience, int) or isinstance(cfg.patience, bool) or cfg.patience < 1:
+        raise InputError(f"early-stopping patience must be an integer >= 1 (evaluations), got {cfg.patience!r}")
+    if not isinstance(cfg.batch_size, int) or isinstance(cfg.batch_size, bool) or cfg.batch_size < 2:
+        raise InputError(f"batch size must be an integer >= 2, got {cfg.batch_size!r}")
     if not isinstance(cfg.weight_decay, (int, float)) or cfg.weight_decay < 0:
         raise InputError(f"weight decay must be >= 0, got {cfg.weight_decay!r}")
+    for name, v in (("warm-up fraction", cfg.warmup_fraction), ("minimum budget fraction", cfg.min_fraction)):
+        if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            raise InputError(f"{name} must be in [0, 1], got {v!r}")
+    if not isinstance(cfg.evaluations, int) or isinstance(cfg.evaluations, bool) or cfg.evaluations < 1:
+        raise InputError(f"val evaluations per training run must be an integer >= 1, got {cfg.evaluations!r}")
 
 
-def _check_data(data: Dataset, teacher: TeacherLogits) -> None:
+def _check_data(data: Dataset, signal: TeacherSignal) -> None:
     n_train, n_val, k = len(data.train), len(data.val), data.num_classes
     if n_train < 2:
         raise DataError(f"the train split has {n_train} sample(s); distillation needs at least 2")
@@ -207,8 +232,11 @@ def _check_data(data: Dataset, teacher: TeacherLogits) -> None:
                         "(is the split sorted by class and cut with --max-samples?)")
     if data.val.labels.unique().numel() < 2:
         raise DataError("the val split needs samples of at least two classes to compute ROC AUC "
-                        "for early stopping: give a larger or stratified val split")
-    for name, t, n in (("train", teacher.train, n_train), ("val", teacher.val, n_val)):
+                        "for checkpoint selection: give a larger or stratified val split")
+    if signal.pool.labelled != n_train:
+        raise TeacherError(f"the teacher signal was built on {signal.pool.labelled} labelled images, the train split "
+                           f"has {n_train}: rebuild it on this dataset (same split, same order)")
+    for name, t, n in (("train", signal.clean, len(signal.pool)), ("val", signal.val, n_val)):
         if tuple(t.shape) != (n, k):
             raise TeacherError(f"teacher logits for {name} have shape {tuple(t.shape)}, expected ({n}, {k}): "
                                "recompute them on this dataset (same split, same order)")

@@ -21,7 +21,9 @@ import torch
 from ..config import DistillConfig, PruneConfig
 from ..data._base import Dataset
 from ..distill.loss import kd_loss
-from ..distill.trainer import TeacherLogits, _device_of, distill
+from ..distill.schedule import check_steps
+from ..distill.source import TeacherSignal
+from ..distill.trainer import _device_of, distill
 from ..errors import EdgekdError, InputError, did_you_mean
 from ..models.stats import count_macs, count_params
 
@@ -57,20 +59,25 @@ class _Trial:
 def prune(
     model: torch.nn.Module,
     data: Dataset,
-    teacher_logits: TeacherLogits,
+    teacher_logits: TeacherSignal,
     cfg: PruneConfig,
     distill_cfg: DistillConfig,
     *,
+    finetune_steps: int | None = None,
+    recovery_steps: int | None = None,
     seed: int = 0,
 ) -> PruneResult:
     """Remove channels until the model's MACs are ``(1 − cfg.ratio)`` of what they were.
 
     ``cfg.steps`` steps, each targeting MACs linearly interpolated toward the final budget,
-    each followed by ``cfg.finetune_epochs`` epochs of distillation (no early stopping) so the
-    next step ranks channels of a recovered model. The classifier keeps its outputs. The
+    each followed by ``finetune_steps`` optimizer steps of distillation so the next step ranks
+    channels of a recovered model; then ``recovery_steps`` of distillation on the final structure. The classifier keeps its outputs. The
     returned model is a new object when pruning happened; the input model is left unchanged.
     """
     _check_config(cfg)
+    # the pipeline passes the run's budget; a direct call falls back to the config's counts (or none)
+    finetune_steps = (cfg.finetune_steps or 0) if finetune_steps is None else finetune_steps
+    recovery_steps = (cfg.recovery_steps or 0) if recovery_steps is None else recovery_steps
     example = data.train.images[:1].to(_device_of(model))
     macs0, params0 = count_macs(model, example), count_params(model)
     if cfg.ratio == 0 and cfg.depth == 0:
@@ -79,7 +86,7 @@ def prune(
 
     steps: list[dict] = []
     if cfg.depth > 0:
-        model, step = _prune_depth(model, data, teacher_logits, cfg, distill_cfg, seed)
+        model, step = _prune_depth(model, data, teacher_logits, cfg, distill_cfg, seed, finetune_steps)
         steps.append(step)
     classifier = _classifier_of(model)
     classifier_name = next(n for n, m in model.named_modules() if m is classifier)
@@ -89,24 +96,25 @@ def prune(
         grads = _taylor_grads(model, data, teacher_logits, distill_cfg, seed + k) if taylor else None
         trial = _prune_to(model, example, target, classifier_name, cfg.importance, grads)
         _check_outputs(trial.model, example, data.num_classes)
-        tuned = distill(trial.model, data, teacher_logits, distill_cfg, epochs=cfg.finetune_epochs,
-                        patience=cfg.finetune_epochs + 1, seed=seed + k, desc=f"prune {k}/{cfg.steps} fine-tune")
+        tuned = distill(trial.model, data, teacher_logits, distill_cfg, steps=finetune_steps, seed=seed + k,
+                        desc=f"prune {k}/{cfg.steps} fine-tune", keep_start=True)
         model = tuned.model
         steps.append({"step": k, "macs": trial.macs, "params": count_params(model), "val_auc": tuned.best_val_auc,
                       "target_macs": target, "channel_ratio": round(trial.ratio, 4)})
-    if cfg.recovery_epochs > 0:  # the pruned structure is final: recover accuracy with early stopping
-        recovered = distill(model, data, teacher_logits, distill_cfg, epochs=cfg.recovery_epochs,
-                            seed=seed + cfg.steps + 1, desc="prune recovery")
+    if recovery_steps > 0:  # the pruned structure is final: recover, as patiently as the budget allows
+        recovered = distill(model, data, teacher_logits, distill_cfg, steps=recovery_steps,
+                            seed=seed + cfg.steps + 1, desc="prune recovery", keep_start=True)
         model = recovered.model
-        steps[-1]["recovery_epochs"] = recovered.epochs_run
+        steps[-1]["recovery_steps"] = recovered.steps_run
+        steps[-1]["recovery_best_step"] = recovered.best_step
         steps[-1]["val_auc_after_recovery"] = recovered.best_val_auc
     model.eval()
     target = steps[-1].get("target_macs", steps[-1]["macs"])
     return PruneResult(model, params0, count_params(model), macs0, steps[-1]["macs"], steps, target)
 
 
-def _prune_depth(model: torch.nn.Module, data: Dataset, teacher_logits: TeacherLogits, cfg: PruneConfig,
-                 distill_cfg: DistillConfig, seed: int) -> tuple[torch.nn.Module, dict]:
+def _prune_depth(model: torch.nn.Module, data: Dataset, teacher_logits: TeacherSignal, cfg: PruneConfig,
+                 distill_cfg: DistillConfig, seed: int, finetune_steps: int) -> tuple[torch.nn.Module, dict]:
     """Remove ``cfg.depth`` blocks (least harmful first, scored on val), then fine-tune with distillation."""
     from .depth import remove_blocks
 
@@ -118,8 +126,8 @@ def _prune_depth(model: torch.nn.Module, data: Dataset, teacher_logits: TeacherL
                       "input's shape", RuntimeWarning, stacklevel=3)
     example = images[:1]
     _check_outputs(slim, example, data.num_classes)
-    tuned = distill(slim, data, teacher_logits, distill_cfg, epochs=cfg.finetune_epochs,
-                    patience=cfg.finetune_epochs + 1, seed=seed, desc="depth prune fine-tune")
+    tuned = distill(slim, data, teacher_logits, distill_cfg, steps=finetune_steps, seed=seed,
+                    desc="depth prune fine-tune", keep_start=True)
     return tuned.model, {"step": 0, "kind": "depth", "removed_blocks": dstep.removed, "kd_scores": dstep.scores,
                          "macs": count_macs(tuned.model, example), "params": count_params(tuned.model),
                          "val_auc": tuned.best_val_auc}
@@ -180,7 +188,7 @@ def _prune_copy(model: torch.nn.Module, example: torch.Tensor, ratio: float, cla
     return _Trial(float(ratio), pruned, count_macs(pruned, example))
 
 
-def _taylor_grads(model: torch.nn.Module, data: Dataset, teacher: TeacherLogits, cfg: DistillConfig,
+def _taylor_grads(model: torch.nn.Module, data: Dataset, teacher: TeacherSignal, cfg: DistillConfig,
                   seed: int) -> dict[str, torch.Tensor]:
     """Gradients of the KD loss on one seeded training batch (eval mode: BN statistics untouched)."""
     g = torch.Generator().manual_seed(seed)
@@ -228,10 +236,8 @@ def _check_config(cfg: PruneConfig) -> None:
                          "try 0.5, or 0 to skip pruning")
     if not isinstance(cfg.steps, int) or cfg.steps < 1:
         raise InputError(f"prune steps must be an integer >= 1, got {cfg.steps!r}")
-    if not isinstance(cfg.recovery_epochs, int) or cfg.recovery_epochs < 0:
-        raise InputError(f"prune recovery epochs must be an integer >= 0, got {cfg.recovery_epochs!r}")
-    if not isinstance(cfg.finetune_epochs, int) or cfg.finetune_epochs < 0:
-        raise InputError(f"prune fine-tune epochs must be an integer >= 0, got {cfg.finetune_epochs!r}")
+    check_steps(cfg.recovery_steps, "prune recovery steps", allow_zero=True)
+    check_steps(cfg.finetune_steps, "prune fine-tune steps", allow_zero=True)
     if not isinstance(cfg.depth, int) or isinstance(cfg.depth, bool) or not 0 <= cfg.depth <= 64:
         raise InputError(f"prune depth (blocks to remove) must be an integer in [0, 64], got {cfg.depth!r}")
     if cfg.importance not in IMPORTANCE:

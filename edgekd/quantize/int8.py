@@ -14,7 +14,9 @@ import torch
 
 from ..config import DistillConfig, QuantConfig
 from ..data._base import Dataset, Split
-from ..distill.trainer import DistillResult, TeacherLogits, distill
+from ..distill.schedule import check_steps
+from ..distill.source import TeacherSignal
+from ..distill.trainer import DistillResult, distill
 from ..errors import InputError
 
 
@@ -30,9 +32,8 @@ class _SequentialWrapper(torch.nn.Module):
 
 
 def check_quant_config(cfg: QuantConfig) -> None:
-    """QAT epochs, learning rate and calibration size the INT8 stage can use (InputError, one line)."""
-    if not isinstance(cfg.qat_epochs, int) or isinstance(cfg.qat_epochs, bool) or cfg.qat_epochs < 0:
-        raise InputError(f"QAT epochs must be an integer >= 0, got {cfg.qat_epochs!r}")
+    """QAT steps, learning rate and calibration size the INT8 stage can use (InputError, one line)."""
+    check_steps(cfg.qat_steps, "QAT steps", allow_zero=True)
     if not isinstance(cfg.qat_lr, (int, float)) or not cfg.qat_lr > 0:
         raise InputError(f"QAT learning rate must be > 0, got {cfg.qat_lr!r}: try 1e-4")
     n = cfg.calibration_samples
@@ -79,21 +80,22 @@ def quantize_ptq(
 def quantize_qat(
     qmodel: torch.nn.Module,
     data: Dataset,
-    teacher_logits: TeacherLogits,
+    teacher_logits: TeacherSignal,
     cfg: QuantConfig,
     distill_cfg: DistillConfig,
     *,
+    steps: int,
     seed: int = 0,
 ) -> DistillResult:
     """Quantization-aware fine-tuning: distillation on the quantized model (weights and scales).
 
-    ``cfg.qat_epochs`` epochs at ``cfg.qat_lr`` with the distillation config's loss, batch size
-    and patience; the PTQ starting point counts as a candidate, so QAT never returns a model
-    worse on val than PTQ. ``qat_epochs == 0`` only measures the PTQ model's val AUC.
+    ``steps`` optimizer steps at ``cfg.qat_lr`` with the distillation config's loss, batches and
+    selection; the PTQ starting point counts as a candidate, so QAT never returns a model further
+    from the teacher on val than PTQ. ``steps == 0`` only measures the PTQ model.
     """
     check_quant_config(cfg)
-    return distill(qmodel, data, teacher_logits, distill_cfg, epochs=cfg.qat_epochs, lr=cfg.qat_lr,
-                   seed=seed, desc="qat")
+    return distill(qmodel, data, teacher_logits, distill_cfg, steps=steps, lr=cfg.qat_lr,
+                   seed=seed, desc="qat", keep_start=True)
 
 
 def strip_for_export(qmodel: torch.nn.Module, example: torch.Tensor) -> torch.nn.Module:
