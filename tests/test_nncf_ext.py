@@ -124,6 +124,25 @@ def test_leftover_lock_is_named(slow_build):
         prepare_nncf(lambda _: None)
 
 
+def test_stale_lock_is_removed_a_live_one_kept(fresh):
+    import os
+
+    lines: list[str] = []
+    calls = fresh(lambda: _Kernels)
+    folder = extension_dir()
+    lock, obj = folder / "lock", folder / "functions_cpu.o"
+    lock.write_text("")
+    obj.write_bytes(b"")
+    _nncf_ext._clear_stale_lock(folder, lines.append)  # just written: a live build
+    assert lock.exists() and lines == []
+    old = time.time() - _nncf_ext.STALE_LOCK_S - 60
+    for p in (lock, obj, folder):
+        os.utime(p, (old, old))
+    prepare_nncf(lines.append)
+    assert not lock.exists() and calls == ["load"]
+    assert lines[0].startswith("removed a stale lock left by an interrupted NNCF build")
+
+
 def test_loader_crash_is_one_setup_error(fresh):
     def boom():
         raise OSError("ninja: build stopped: subcommand failed.\nmore lines")

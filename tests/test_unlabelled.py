@@ -157,7 +157,9 @@ def test_labelled_folder_layout_is_refused(tmp_path):
     ds = _labelled(tmp_path, _pixels(4))
     for s in ("train", "val", "test"):
         _write_pngs(tmp_path / "set" / s / "normal", _pixels(1), nested=False)
-    _bad(tmp_path / "set", ds, r"is a labelled image-folder dataset \(train/ val/ test/\): give it as --data")
+    _bad(tmp_path / "set", ds, r"has a val/ folder like a labelled image-folder dataset .*: give it as --data")
+    _write_pngs(tmp_path / "heldout" / "test", _pixels(1), nested=False)
+    _bad(tmp_path / "heldout", ds, r"has a test/ folder")
 
 
 def test_empty_inputs(tmp_path):

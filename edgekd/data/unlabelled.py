@@ -4,8 +4,8 @@ Two sources are accepted:
 
 * **a folder of images**, read recursively (``png, jpg, jpeg, bmp, tif, tiff``; hidden files and
   folders and other extensions are ignored), in sorted path order. Sub-folders are only a way to
-  organise files: they are not classes. A folder in the labelled layout (``train/ val/ test/``)
-  is refused: its folder names are labels, and its val/test images must stay held out.
+  organise files: they are not classes. A folder with ``val/`` or ``test/`` at its top (the
+  labelled layout ``train/ val/ test/``) is refused: held-out images must never be trained on.
 * **an .npz holding images only**: an ``images`` array, or else ``train_images`` (a MedMNIST
   file with its labels removed; its ``val_images`` / ``test_images`` are not read, they stay
   held out). Any array whose name contains ``labels`` is refused: labelled data goes to
@@ -120,9 +120,11 @@ def _folder_sha(root: Path, files: list[Path]) -> str:
 
 def _from_folder(root: Path, pre: Preprocessing, channels: int, image_size: tuple[int, int],
                  max_images: int | None) -> Unlabelled:
-    if all((root / s).is_dir() for s in SPLITS):
-        raise DataError(f"{shown(str(root))} is a labelled image-folder dataset (train/ val/ test/): give it as --data, "
-                        f"or point {OPTION} at a folder of images only")
+    held_out = [s for s in SPLITS[1:] if (root / s).is_dir()]
+    if held_out:
+        raise DataError(f"{shown(str(root))} has a {held_out[0]}/ folder like a labelled image-folder dataset (train/ "
+                        f"val/ test/), whose held-out images must not be trained on: give it as --data, or point "
+                        f"{OPTION} at a folder of images only")
     try:
         files = _walk(root)
     except OSError as exc:
@@ -135,7 +137,7 @@ def _from_folder(root: Path, pre: Preprocessing, channels: int, image_size: tupl
     cap = limits().max_images
     if len(files) > cap:
         raise DataError(f"{shown(str(root))} holds {len(files)} images, over the limit of {cap}: use a subset, "
-                        "pass a cap, or raise EDGEKD_MAX_IMAGES")
+                        "or raise EDGEKD_MAX_IMAGES")
     items = [_Item(p, -1) for p in files]
     _probe(items, root, "unlabelled")
     chosen = [items[i] for i in subset_indices(len(items), max_images)]

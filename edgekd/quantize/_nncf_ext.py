@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -37,6 +38,7 @@ from ..errors import InputError, SetupError
 
 TIMEOUT_ENV = "NNCF_EXTENSION_LOAD_TIMEOUT"  # read by nncf.torch.extensions on every first load
 DEFAULT_TIMEOUT_S = 600  # NNCF's own default (60 s) ran out on a busy 2-core machine (a build took 53 s idle)
+STALE_LOCK_S = 300  # a live build writes a file every minute or two (53 s for all of it here, idle)
 _CHATTER = ("Compiling and loading torch extension", "Finished loading torch extension")
 _FALLBACK = "Could not compile CPU quantization extensions"
 
@@ -72,6 +74,28 @@ def extension_dir() -> Path:
     from nncf.torch.quantization.extensions import QuantizedFunctionsCPULoader
 
     return Path(QuantizedFunctionsCPULoader.get_build_dir())
+
+
+def _clear_stale_lock(folder: Path, log: Callable[[str], None]) -> None:
+    """Remove torch's build lock when nothing in ``folder`` changed for :data:`STALE_LOCK_S` seconds.
+
+    torch's builder (``FileBaton``) makes every later process wait while ``lock`` exists, even when
+    the extension is built; a build killed mid-way (Ctrl-C, a killed test run: NNCF builds in a
+    worker thread that dies with its process) leaves it behind, and NNCF then waits until its
+    timeout. A live build keeps writing object files, so an old, untouched lock is a dead one.
+    """
+    lock = folder / "lock"
+    try:
+        newest = max(p.stat().st_mtime for p in [folder, *folder.iterdir()])
+        if not lock.exists():
+            return
+        idle = time.time() - newest
+        if idle < STALE_LOCK_S:
+            return
+        lock.unlink(missing_ok=True)
+    except OSError:
+        return  # gone meanwhile, or unreadable: NNCF's own wait and timeout apply
+    log(f"removed a stale lock left by an interrupted NNCF build ({lock}, nothing written for {idle / 60:.0f} min)")
 
 
 def _built(folder: Path) -> bool:
@@ -133,7 +157,8 @@ def _loader_failed(exc: BaseException, folder: Path, timeout: int | None) -> Set
 def prepare_nncf(log: Callable[[str], None]) -> None:
     """Make NNCF's first quantization reliable: call once at the start of the INT8 stage.
 
-    Raises the extension load timeout (see :func:`load_timeout`), builds NNCF's CPU kernels now
+    Raises the extension load timeout (see :func:`load_timeout`), removes a build lock that an
+    interrupted build left behind (:func:`_clear_stale_lock`), builds NNCF's CPU kernels now
     (logging one line only when they are not cached yet), and reports NNCF's pure-torch fallback
     in one line when they cannot be built. A timeout or an unexpected loader failure is a
     :class:`SetupError`. Later calls in the same process do nothing.
@@ -147,6 +172,7 @@ def prepare_nncf(log: Callable[[str], None]) -> None:
 
     folder = extension_dir()
     if getattr(QuantizedFunctionsCPU, "_loaded_namespace", None) is None:
+        _clear_stale_lock(folder, log)
         if not _built(folder):
             log(f"building NNCF's C++ extension once (first use, about a minute; cached in {folder})")
         with _nncf_records() as records:
