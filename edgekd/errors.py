@@ -39,6 +39,10 @@ class MissingDependencyError(EdgekdError):
     """An optional backend (TensorRT, ...) is not installed."""
 
 
+class SetupError(EdgekdError):
+    """This machine's tools stop a library from working (a C++ build that failed or timed out)."""
+
+
 class LoweringError(EdgekdError):
     """Exporting a model to a runtime failed, or the exported model disagrees with its source."""
 

@@ -85,8 +85,15 @@ def _check_headers(name: str, headers: dict, wanted: list[str]) -> None:
                         "limit: use a subset or smaller images, or raise EDGEKD_MAX_DATA_MB")
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of the archive, or a DataError for a missing, corrupt or incomplete file."""
+_SAVEZ_SPLITS = ("save the splits with numpy.savez(path, train_images=..., train_labels=..., val_images=..., "
+                 "val_labels=..., test_images=..., test_labels=...)")
+
+
+def _open_archive(path: Path, savez_hint: str = _SAVEZ_SPLITS) -> np.lib.npyio.NpzFile:
+    """The opened archive (``allow_pickle=False``), or a DataError for a missing, unreadable or non-npz file.
+
+    ``savez_hint`` says how to re-save a file that holds a single array instead of an archive.
+    """
     if not path.exists():
         raise DataError(f"npz file {path} not found: check the path (or pass a folder with train/ val/ test/)")
     if not path.is_file():
@@ -97,20 +104,22 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     except OSError as exc:
         raise DataError(f"cannot read {path} ({exc.strerror or exc}): check its permissions") from None
     if magic.startswith(b"\x93NUMPY"):
-        raise DataError(
-            f"{path} holds a single array, not an .npz archive: save the splits with numpy.savez(path, "
-            "train_images=..., train_labels=..., val_images=..., val_labels=..., test_images=..., test_labels=...)"
-        )
+        raise DataError(f"{path} holds a single array, not an .npz archive: {savez_hint}")
     if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         raise DataError(f"{path} is not an .npz archive (not a zip file; corrupt, or another format?): "
                         "re-download it or re-save it with numpy.savez")
     try:
-        archive = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except _READ_ERRORS as exc:
         raise DataError(
             f"{path} is not a readable .npz archive (corrupt or truncated? {shown(str(exc))}): "
             "re-download it or re-save it with numpy.savez"
         ) from exc
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the archive, or a DataError for a missing, corrupt or incomplete file."""
+    archive = _open_archive(path)
     with archive:
         missing = [k for k in REQUIRED_KEYS if k not in archive.files]
         if missing:

@@ -1,7 +1,8 @@
 """Reading model files: telling formats apart by content, and loading state_dicts safely.
 
-Private helpers of :mod:`edgekd.models.teacher`. Nothing here unpickles arbitrary objects unless
-the caller passed ``trust_checkpoint``: ``torch.load(weights_only=True)`` is always tried first.
+Private helpers of :mod:`edgekd.models.teacher` and :mod:`edgekd.models.student`. Nothing here
+unpickles arbitrary objects unless the caller passed ``trust_checkpoint``:
+``torch.load(weights_only=True)`` is always tried first.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from .._limits import check_model_size
-from ..errors import TeacherError
+from ..errors import InputError, TeacherError
 
 
 def sniff_format(path: Path) -> str:
@@ -70,32 +71,44 @@ def refused_global(exc: BaseException) -> str:
     return f"the Python object {m.group(1)}" if m else "Python objects beyond tensors"
 
 
-def read_state_dict(path: Path, *, trust_checkpoint: bool = False) -> dict[str, torch.Tensor]:
-    """Tensors of a weights file (.safetensors or torch.save), unwrapped and without ``module.``."""
+def read_state_dict(path: Path, *, trust_checkpoint: bool = False, what: str = "teacher weights file",
+                    option: str = "--teacher-weights", error: type[InputError] = TeacherError,
+                    trust_option: str | None = "--trust-checkpoint") -> dict[str, torch.Tensor]:
+    """Tensors of a weights file (.safetensors or torch.save), unwrapped and without ``module.``.
+
+    ``what``, ``option`` and ``error`` word the messages for the caller (teacher or student
+    weights); ``trust_option=None`` offers no way around safe loading (the pickle is refused).
+    """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise TeacherError(f"teacher weights file {path} does not exist: check --teacher-weights")
-    check_model_size(path, "teacher weights file", TeacherError)
+        raise error(f"{what} {path} does not exist: check {option}")
+    check_model_size(path, what, error)
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
         try:
             obj: Any = load_file(str(path), device="cpu")
         except Exception as exc:  # noqa: BLE001
-            raise TeacherError(f"weights file {path} is not a readable safetensors file: {first_line(exc)}") from None
+            raise error(f"weights file {path} is not a readable safetensors file: {first_line(exc)}") from None
     else:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x80")):  # torch.save: a zip, or a bare pickle
+            raise error(f"weights file {path} is truncated or corrupt: it is neither a torch.save file nor "
+                        "safetensors; save model.state_dict() with torch.save or safetensors")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
             if not needs_unpickling(exc):
-                raise TeacherError(f"weights file {path} is truncated or corrupt: {first_line(exc)}") from None
+                raise error(f"weights file {path} is truncated or corrupt: {first_line(exc)}") from None
             if not trust_checkpoint:
-                raise TeacherError(f"weights file {path} needs {refused_global(exc)} to load, which safe loading "
-                                   "(torch.load weights_only=True) refuses because unpickling can run code: save "
-                                   "model.state_dict() instead, or pass --trust-checkpoint if you trust its source") from None
+                way_out = f", or pass {trust_option} if you trust its source" if trust_option else ""
+                raise error(f"weights file {path} needs {refused_global(exc)} to load, which safe loading "
+                            "(torch.load weights_only=True) refuses because unpickling can run code: save "
+                            f"model.state_dict() instead{way_out}") from None
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc:  # noqa: BLE001
-            raise TeacherError(f"weights file {path} is truncated or corrupt: {first_line(exc)}") from None
+            raise error(f"weights file {path} is truncated or corrupt: {first_line(exc)}") from None
     if isinstance(obj, torch.nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -105,7 +118,7 @@ def read_state_dict(path: Path, *, trust_checkpoint: bool = False) -> dict[str, 
                 obj = inner.state_dict() if isinstance(inner, torch.nn.Module) else inner
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise TeacherError(f"weights file {path} is not a state_dict (name → tensor): save model.state_dict()")
+        raise error(f"weights file {path} is not a state_dict (name → tensor): save model.state_dict()")
     out = {}
     for k, v in obj.items():
         for prefix in ("module.", "_orig_mod."):

@@ -4,6 +4,8 @@ Any timm architecture name works as a student; :data:`STUDENTS` lists the ones c
 devices (few MACs, depthwise or plain convolutions that INT8 runtimes handle well), so that
 target profiles and ``--help`` can name them. Students are always built from scratch
 (``pretrained=False``): edgekd never downloads weights, and distillation trains them.
+:func:`load_student_weights` starts one from a weights file the user gives instead
+(``--student-weights``; see :mod:`edgekd.models._weights`).
 """
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ import torch
 
 from .._compat import import_timm
 from ..errors import InputError, did_you_mean
+from ._weights import load_student_weights
+
+__all__ = ["STUDENTS", "create_student", "load_student_weights"]
 
 # name -> one-line note (params are for 1 input channel and 2 classes)
 STUDENTS: dict[str, str] = {
