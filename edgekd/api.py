@@ -411,8 +411,14 @@ def _benchmark_and_ship(cfg: CompressConfig, inp: Inputs, cands: list[Candidate]
         finish_bundle(bundle, report)
     result = Result(report, Path(cfg.out), shipped, cands)
     if shipped is None:
-        raise NotShippedError(f"nothing shipped: {ship_info['reason']}; candidates and report kept in {cfg.out}")
+        raise not_shipped(ship_info, Path(cfg.out))
     return result
+
+
+def not_shipped(ship_info: dict, out: Path) -> NotShippedError:
+    """The one-line exit-3 error: why nothing shipped (nothing eligible on val, or the val choice not
+    confirmed on test), and where the evidence was kept."""
+    return NotShippedError(f"nothing shipped: {ship_info['reason']}; candidates and report kept in {out}")
 
 
 def build_report(cfg: CompressConfig, inp: Inputs, cands: list[Candidate], shipped: Candidate | None,

@@ -171,14 +171,14 @@ def bundle_threshold(model_path):
     return float(value), path
 
 
-def pick_threshold(requested, model_path, classes):
+def pick_threshold(requested, recorded, classes):
     """The binary decision threshold and where it came from: --threshold, else the bundle's labels.json
-    (the operating point chosen on val), else 0.5. Multi-class: argmax, no threshold."""
+    (``recorded``: the operating point chosen on val, from bundle_threshold), else 0.5. Multi-class: argmax."""
     if classes != 2:
         return {"value": None, "source": "argmax (multi-class)", "path": None}
     if requested is not None:
         return {"value": requested, "source": "--threshold", "path": None}
-    value, path = bundle_threshold(model_path)
+    value, path = recorded
     if value is not None:
         return {"value": value, "source": "labels.json (operating point chosen on val)", "path": path}
     return {"value": 0.5, "source": "default 0.5 (no threshold in labels.json)", "path": None}
@@ -783,6 +783,7 @@ def measure(model, images, args):
 def run(args):
     """Everything the CLI does, as a dict (the JSON document)."""
     runtime, model_path, sample_path, images, labels, class_names, build = prepare(args)
+    recorded = bundle_threshold(args.model) if args.threshold is None else (None, None)  # a bad file fails before timing
     chw = tuple(int(d) for d in images.shape[1:])
     log("runtime {}, model {}, sample {} images of {}".format(runtime, model_path, len(images), "x".join(map(str, chw))))
     model = open_model(runtime, model_path, args.batch, chw, args.threads)
@@ -790,7 +791,7 @@ def run(args):
     if logits.shape[1] < 2 or labels.max() >= logits.shape[1] or labels.min() < 0:
         raise RunnerError("sample labels range {}..{} but the model has {} output(s); the runner expects one logit per "
                           "class: use the sample.npz of the same bundle".format(labels.min(), labels.max(), logits.shape[1]))
-    threshold = pick_threshold(args.threshold, args.model, logits.shape[1])
+    threshold = pick_threshold(args.threshold, recorded, logits.shape[1])
     log("threshold: {} ({})".format(threshold["value"], threshold["source"]))
     runtime_info = dict(model.info)
     if args.threads:
