@@ -11,6 +11,10 @@ threshold on it chosen on **val**, never on test:
 
 Multi-class tasks use macro one-vs-rest AUC and, for sensitivity/specificity, the macro average
 over classes of the one-vs-rest figures at the argmax decision (per-class figures are kept too).
+
+Val AUC and val sensitivity are kept as well: the shipping choice is made on them (edgekd.api).
+:func:`paired_auc_diff` gives AUC(student) − AUC(teacher) with a paired bootstrap CI (the same
+resampled test cases for both models), for the non-inferiority statement of the report.
 """
 from __future__ import annotations
 

@@ -99,8 +99,9 @@ def operating_point(shipped: dict, num_classes: int) -> dict:
     if num_classes != 2:
         return {"decision": "argmax"}
     m = shipped.get("metrics") or {}
+    how = m.get("operating_point")
     return {"positive_class": 1, "decision": "threshold", "threshold": m.get("threshold"),
-            "threshold_chosen_on": "val", "operating_point": m.get("operating_point")}
+            "threshold_chosen_on": None if how in (None, "default-0.5") else "val", "operating_point": how}
 
 
 def bundle_entry(bundle: Path, archive: bool) -> dict:
