@@ -54,14 +54,14 @@ def models(tmp_path_factory) -> Path:
 
 
 def make_bundle(models: Path, dest: Path, target: str, backend: str, precision: str, model: str,
-                archive: bool = False) -> Path:
+                archive: bool = False, metrics: dict | None = None) -> Path:
     """Write a bundle into ``dest/bundle`` exactly as compress() does, with a minimal report."""
     import shutil
 
     shutil.copytree(models / "models", dest / "models")
     profile, data = load_target(target), tiny_data()
     shipped = {"name": f"student-{precision}-{backend}", "backend": backend, "precision": precision,
-               "path": f"models/{model}", "metrics": {"auc": 0.9, "threshold": 0.5}, "latency_ms": None}
+               "path": f"models/{model}", "metrics": metrics or {"auc": 0.9, "threshold": 0.5}, "latency_ms": None}
     bundle = write_bundle(dest, shipped, data, profile, seed=0)
     report = {"created": "2026-11-22T08:00:00+00:00", "edgekd_version": "0.1.0",
               "teacher": {"spec": "t.onnx", "path": "t.onnx", "sha256": "t" * 64, "format": "onnx"},

@@ -290,32 +290,38 @@ from edgekd.targets import load_target, parse_profile, shipping_budget  # noqa: 
 
 
 def cand(name, auc, sens, p50):
+    """A student with the same figures on val and test (the choice is on val, the confirmation on test)."""
     c = Candidate(name, "lower", "openvino", "int8", "student", runner=None)
-    c.metrics, c.latency = NS(auc=auc, sensitivity=sens), NS(p50=p50)
+    c.metrics = NS(auc=auc, sensitivity=sens, val_auc=auc, val_sensitivity=sens)
+    c.latency = NS(p50=p50)
     return c
+
+
+def teacher(auc, sens):
+    return NS(auc=auc, sensitivity=sens, val_auc=auc, val_sensitivity=sens)
 
 
 def test_a_model_losing_more_sensitivity_than_the_budget_is_not_shipped_even_inside_the_auc_budget():
     cands = [cand("fast-misses-cases", 0.948, 0.85, 0.1), cand("slower-keeps-sensitivity", 0.945, 0.89, 0.3)]
-    shipped, info = choose_shipped(cands, load_target("intel-cpu"), 0.95, 0.01,
-                                   teacher_sensitivity=0.90, max_sensitivity_drop=0.02)
+    shipped, info = choose_shipped(cands, load_target("intel-cpu"), teacher(0.95, 0.90), 0.01,
+                                   max_sensitivity_drop=0.02)
     assert shipped.name == "slower-keeps-sensitivity"
     assert info["rejected_for_sensitivity"] == ["fast-misses-cases"]
-    assert info["min_sensitivity"] == pytest.approx(0.88)
-    assert "sensitivity 0.8900 (teacher 0.9000, floor 0.8800)" in info["reason"]
+    assert info["min_val_sensitivity"] == pytest.approx(0.88) and info["min_sensitivity"] == pytest.approx(0.88)
+    assert "val sensitivity 0.8900 (teacher 0.9000, floor 0.8800)" in info["reason"]
 
 
 def test_nothing_ships_when_every_model_inside_the_auc_budget_misses_too_many_cases():
-    shipped, info = choose_shipped([cand("a", 0.95, 0.80, 0.1)], load_target("intel-cpu"), 0.95, 0.01,
-                                   teacher_sensitivity=0.90, max_sensitivity_drop=0.02)
+    shipped, info = choose_shipped([cand("a", 0.95, 0.80, 0.1)], load_target("intel-cpu"), teacher(0.95, 0.90), 0.01,
+                                   max_sensitivity_drop=0.02)
     assert shipped is None
-    assert info["reason"].startswith("no openvino candidate kept test sensitivity >= 0.8800 (teacher 0.9000)")
-    assert "best inside the AUC budget was a at sensitivity 0.8000" in info["reason"]
+    assert info["reason"].startswith("no openvino candidate kept val sensitivity >= 0.8800 (teacher 0.9000)")
+    assert "best inside the val AUC budget was a at sensitivity 0.8000" in info["reason"]
 
 
 def test_the_sensitivity_edge_is_inclusive():
-    shipped, _ = choose_shipped([cand("edge", 0.95, 0.875, 0.1)], load_target("intel-cpu"), 0.95, 0.01,
-                                teacher_sensitivity=0.875 + 0.0625, max_sensitivity_drop=0.0625)  # exact in binary
+    shipped, _ = choose_shipped([cand("edge", 0.95, 0.875, 0.1)], load_target("intel-cpu"),
+                                teacher(0.95, 0.875 + 0.0625), 0.01, max_sensitivity_drop=0.0625)  # exact in binary
     assert shipped is not None
 
 

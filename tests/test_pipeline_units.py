@@ -12,10 +12,14 @@ from edgekd.targets import load_target
 
 
 def cand(name, backend, precision, auc, p50, role="student"):
+    """Same AUC on val (where the choice is made) and test (where it is confirmed); no sensitivity budget."""
     c = Candidate(name, "lower", backend, precision, role, runner=None)
-    c.metrics = NS(auc=auc)
+    c.metrics = NS(auc=auc, val_auc=auc, sensitivity=None, val_sensitivity=None)
     c.latency = NS(p50=p50)
     return c
+
+
+TEACHER = NS(auc=0.95, val_auc=0.95, sensitivity=None, val_sensitivity=None)
 
 
 @pytest.fixture
@@ -31,26 +35,26 @@ def test_ships_the_fastest_candidate_inside_the_budget(ov):
         cand("fastest-but-worse", "openvino", "int8", 0.90, 0.10),
         cand("other-runtime", "onnxruntime", "fp32", 0.95, 0.05),
     ]
-    shipped, info = choose_shipped(cands, ov, teacher_auc=0.95, max_drop=0.01)
+    shipped, info = choose_shipped(cands, ov, TEACHER, max_drop=0.01)
     assert shipped.name == "fast-ok"
     assert info["eligible"] == ["slow-ok", "fast-ok"]
     assert "other-runtime" not in info["deployable"] and "teacher" not in info["deployable"]
 
 
 def test_the_budget_edge_is_inclusive(ov):
-    shipped, _ = choose_shipped([cand("edge", "openvino", "fp32", 0.94, 1.0)], ov, teacher_auc=0.95, max_drop=0.01)
+    shipped, _ = choose_shipped([cand("edge", "openvino", "fp32", 0.94, 1.0)], ov, TEACHER, max_drop=0.01)
     assert shipped is not None
 
 
 def test_nothing_qualifies_gives_none_and_says_why(ov):
-    shipped, info = choose_shipped([cand("bad", "openvino", "fp32", 0.80, 0.1)], ov, teacher_auc=0.95, max_drop=0.01)
+    shipped, info = choose_shipped([cand("bad", "openvino", "fp32", 0.80, 0.1)], ov, TEACHER, max_drop=0.01)
     assert shipped is None
-    assert "best was bad at 0.8000" in info["reason"]
+    assert "no openvino candidate reached val AUC 0.9400" in info["reason"] and "best was bad at 0.8000" in info["reason"]
 
 
 def test_precisions_the_target_does_not_allow_are_not_shipped(ov):
     fp16 = cand("half", "openvino", "fp16", 0.95, 0.01)
-    shipped, _ = choose_shipped([fp16], ov, teacher_auc=0.95, max_drop=0.01)
+    shipped, _ = choose_shipped([fp16], ov, TEACHER, max_drop=0.01)
     assert shipped is None
 
 

@@ -211,9 +211,12 @@ def test_report_md_keeps_the_same_numbers(run):
     assert "| | " + " | ".join(report["clinical"]["waterfall"]) + " |" in md
 
 
-def test_report_json_schema_2_holds_only_a_bounded_share_of_the_test_outputs(run):
+def test_report_json_schema_3_holds_only_a_bounded_share_of_the_test_outputs(run):
     _, report = run
-    assert report["schema_version"] == 2
+    assert report["schema_version"] == 3
+    ship = report["shipping"]
+    assert ship["chosen_on"] == "val" and ship["confirmed"] and ship["chosen"] == report["shipped"]
+    assert ship["non_inferiority"] == report["clinical"]["vs_teacher"][report["shipped"]]
     cl = report["clinical"]
     assert cl["operating_point"]["setting"] == "teacher-sensitivity"
     assert cl["bootstrap"] == {"resamples": 1000, "level": 0.95, "method": "percentile", "seed": 0}

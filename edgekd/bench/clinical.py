@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import ECE_BINS, CI_LEVEL, Metrics, predict
+from .metrics import ECE_BINS, CI_LEVEL, Metrics, paired_auc_diff, predict
 
 ROC_POINTS = 200  # per curve, after dropping collinear points
 MAX_DISAGREEMENTS = 50  # cases listed; the total is recorded too
@@ -109,8 +109,34 @@ def waterfall(candidates: list[dict], teacher: str, shipped: str | None) -> list
     return steps + tail[::-1]
 
 
+def vs_teacher(teacher: Metrics, model: Metrics, labels: np.ndarray, resamples: int, seed: int,
+               margin: float) -> dict:
+    """Student − teacher test AUC with its paired 95 % bootstrap CI, and non-inferiority at ``margin``.
+
+    Non-inferior: the CI's lower bound is above −``margin`` (the shipping budget's AUC drop).
+    """
+    d = paired_auc_diff(model.test_probs, teacher.test_probs, labels, resamples=resamples, seed=seed)
+    return {"auc_diff": d.auc_diff, "auc_diff_ci95": list(d.ci) if d.ci is not None else None,
+            "margin": margin, "non_inferior": d.ci is not None and bool(d.ci[0] > -margin),
+            "level": CI_LEVEL, "resamples": resamples, "seed": seed}
+
+
+def non_inferiority_text(v: dict | None) -> str:
+    """'student − teacher test AUC −0.004 (95 % CI −0.012 … +0.003): non-inferior at the 0.01 margin'."""
+    if not v:
+        return "no paired comparison with the teacher"
+    ci = v.get("auc_diff_ci95")
+    span = f"95 % CI {_signed(ci[0])} … {_signed(ci[1])}" if ci else "no CI: too few usable resamples"
+    verdict = "non-inferior" if v.get("non_inferior") else "not shown non-inferior"
+    return f"student − teacher test AUC {_signed(v['auc_diff'])} ({span}): {verdict} at the {v['margin']:g} margin"
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.3f}".replace("-", "−")
+
+
 def clinical_section(cands: list[Any], shipped: Any | None, test_labels: np.ndarray, candidate_dicts: list[dict],
-                     operating_point: str, resamples: int, seed: int) -> dict:
+                     operating_point: str, resamples: int, seed: int, margin: float) -> dict:
     """The ``clinical`` block of report.json, from the measured candidates (edgekd.bench.candidates.Candidate)."""
     teacher = cands[0]
     by = {c.name: c for c in cands}
@@ -122,6 +148,8 @@ def clinical_section(cands: list[Any], shipped: Any | None, test_labels: np.ndar
             roc[role] = {"candidate": c.name, "auc": c.metrics.auc, **roc_points(c.metrics.test_probs, test_labels)}
     agree = {c.name: agreement_share(tm, c.metrics) for c in cands
              if c.metrics is not None and c.metrics.test_probs is not None}
+    paired = {c.name: vs_teacher(tm, c.metrics, test_labels, resamples, seed, margin) for c in cands
+              if c.role == "student" and c.metrics is not None and c.metrics.test_probs is not None}
     dis = None
     if shipped is not None and shipped.metrics is not None and shipped.metrics.test_probs is not None:
         dis = {"teacher": teacher.name, "model": shipped.name,
@@ -134,6 +162,7 @@ def clinical_section(cands: list[Any], shipped: Any | None, test_labels: np.ndar
         "ece_bins": ECE_BINS,
         "roc": roc,
         "teacher_agreement": agree,
+        "vs_teacher": paired,
         "disagreements": dis,
         "pareto_front": pareto_front(candidate_dicts),
         "waterfall": waterfall(candidate_dicts, teacher.name, shipped.name if shipped else None),

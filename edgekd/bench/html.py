@@ -87,11 +87,22 @@ def shipping_banner(report: dict) -> str:
                  else "") + f" ({', '.join(f'{k}: {v}' for k, v in (ship.get('budget_source') or {}).items())})")
     rejected = ship.get("rejected_for_sensitivity") or []
     extra = (f"<br>inside the AUC budget but rejected for sensitivity: {escape(', '.join(rejected))}" if rejected else "")
+    extra += _paired_line(ship)
     if report.get("shipped"):
         return (f'<div class="banner ok" id="shipped"><b>Shipped: <code>{escape(report["shipped"])}</code></b> — '
                 f'{escape(ship["reason"])}<br><span class="muted">{escape(ship["rule"])}; {escape(budget)}</span>{extra}</div>')
     return (f'<div class="banner no" id="shipped"><b>Nothing shipped</b> — {escape(ship["reason"])}'
             f'<br><span class="muted">{escape(ship["rule"])}; {escape(budget)}</span>{extra}</div>')
+
+
+def _paired_line(ship: dict) -> str:
+    """The chosen model's paired comparison with the teacher, as one line of the banner."""
+    from .clinical import non_inferiority_text
+
+    if not ship.get("non_inferiority"):
+        return ""
+    return (f'<br><span id="non-inferiority">{escape(ship["chosen"])}: '
+            f'{escape(non_inferiority_text(ship["non_inferiority"]))}</span>')
 
 
 def clinical_summary(report: dict) -> str:
@@ -105,6 +116,10 @@ def clinical_summary(report: dict) -> str:
         f"ECE: top-label expected calibration error, {cl.get('ece_bins')} equal-width bins",
         "◆ marks the accuracy/latency Pareto front (no other candidate is both faster and more accurate)",
     ]
+    from .clinical import non_inferiority_text
+
+    items += [f"<code>{escape(name)}</code>: {escape(non_inferiority_text(v))} (paired bootstrap of the test cases)"
+              for name, v in (cl.get("vs_teacher") or {}).items()]
     return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 

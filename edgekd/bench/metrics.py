@@ -11,6 +11,10 @@ threshold on it chosen on **val**, never on test:
 
 Multi-class tasks use macro one-vs-rest AUC and, for sensitivity/specificity, the macro average
 over classes of the one-vs-rest figures at the argmax decision (per-class figures are kept too).
+
+Val AUC and val sensitivity are kept as well: the shipping choice is made on them (edgekd.api).
+:func:`paired_auc_diff` gives AUC(student) − AUC(teacher) with a paired bootstrap CI (the same
+resampled test cases for both models), for the non-inferiority statement of the report.
 """
 from __future__ import annotations
 
@@ -79,35 +83,78 @@ def bootstrap_auc_ci(probs: np.ndarray, labels: np.ndarray, *, resamples: int = 
     thousand cases take milliseconds. Resamples missing a class are dropped. None when fewer
     than half of the resamples are usable or ``resamples`` is 0.
     """
+    aucs = resampled_aucs([probs], labels, resamples=resamples, seed=seed)
+    return None if aucs is None else _percentile_ci(aucs[0], resamples, level)
+
+
+@dataclass
+class PairedDiff:
+    """AUC(model) − AUC(reference) on the same test cases, with a paired percentile bootstrap CI."""
+
+    auc_diff: float  # on the whole test split
+    ci: tuple[float, float] | None  # None when too few resamples were usable (see bootstrap_auc_ci)
+
+
+def paired_auc_diff(probs: np.ndarray, reference_probs: np.ndarray, labels: np.ndarray, *,
+                    resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, level: float = CI_LEVEL) -> PairedDiff:
+    """AUC(``probs``) − AUC(``reference_probs``) with a paired bootstrap CI, seeded.
+
+    Paired: every resample draws the same test cases for both models (one index matrix), so the
+    CI is that of the difference, not of two independent AUCs. Macro one-vs-rest for multi-class,
+    as :func:`roc_auc`.
+    """
+    diff = auc_of_probs(probs, labels) - auc_of_probs(reference_probs, labels)
+    aucs = resampled_aucs([probs, reference_probs], labels, resamples=resamples, seed=seed)
+    ci = None if aucs is None else _percentile_ci(aucs[0] - aucs[1], resamples, level)
+    return PairedDiff(float(diff), ci)
+
+
+def resampled_aucs(models: list[np.ndarray], labels: np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                   seed: int = 0) -> np.ndarray | None:
+    """models × resamples AUCs, every model scored on the same seeded bootstrap resamples of the cases.
+
+    NaN where a resample misses a class. None when ``resamples`` is 0 or there are no cases.
+    """
     labels = np.asarray(labels).reshape(-1)
     n = len(labels)
     if resamples <= 0 or n == 0:
         return None
     rng = np.random.default_rng(seed)
+    coded = [_coded_scores(probs, labels) for probs in models]
+    chunk = max(1, 4_000_000 // max(n, 1))  # bounds memory: chunk × n indices at a time
+    out = []
+    for start in range(0, resamples, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
+        out.append(np.stack([_macro(np.stack([_resample_auc(idx, *c) for c in classes])) for classes in coded]))
+    return np.concatenate(out, axis=1)
+
+
+def _coded_scores(probs: np.ndarray, labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Per scored class (binary: class 1): distinct-score codes, positives, number of distinct scores."""
     classes = [1] if probs.shape[1] == 2 else list(range(probs.shape[1]))
     coded = []
     for c in classes:
         _, codes = np.unique(probs[:, c], return_inverse=True)
         coded.append((codes, labels == c, int(codes.max()) + 1))
-    chunk = max(1, 4_000_000 // max(n, 1))  # bounds memory: chunk × n indices at a time
-    aucs = []
-    for start in range(0, resamples, chunk):
-        b = min(chunk, resamples - start)
-        idx = rng.integers(0, n, size=(b, n))
-        rows = np.arange(b)[:, None]
-        per_class = []
-        for codes, is_pos, u in coded:
-            flat = rows * u + codes[idx]
-            total = np.bincount(flat.ravel(), minlength=b * u).reshape(b, u)
-            pos = np.bincount(flat[is_pos[idx]], minlength=b * u).reshape(b, u)
-            per_class.append(_auc_from_counts(pos.astype(np.float64), (total - pos).astype(np.float64)))
-        aucs.append(_macro(np.stack(per_class)))
-    aucs = np.concatenate(aucs)
-    aucs = aucs[~np.isnan(aucs)]
-    if len(aucs) < resamples / 2:
+    return coded
+
+
+def _resample_auc(idx: np.ndarray, codes: np.ndarray, is_pos: np.ndarray, u: int) -> np.ndarray:
+    """One class's AUC on each resample (row of ``idx``), from per-score counts."""
+    b = len(idx)
+    flat = np.arange(b)[:, None] * u + codes[idx]
+    total = np.bincount(flat.ravel(), minlength=b * u).reshape(b, u)
+    pos = np.bincount(flat[is_pos[idx]], minlength=b * u).reshape(b, u)
+    return _auc_from_counts(pos.astype(np.float64), (total - pos).astype(np.float64))
+
+
+def _percentile_ci(values: np.ndarray, resamples: int, level: float) -> tuple[float, float] | None:
+    """Percentile CI of the usable (non-NaN) resampled values; None when fewer than half are usable."""
+    values = values[~np.isnan(values)]
+    if len(values) < resamples / 2:
         return None
     tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(aucs, [tail, 100.0 - tail])
+    lo, hi = np.percentile(values, [tail, 100.0 - tail])
     return float(lo), float(hi)
 
 
@@ -196,7 +243,8 @@ class Metrics:
     auc_ci: tuple[float, float] | None = None  # percentile bootstrap CI of the test AUC
     ece: float | None = None  # expected calibration error on test (top-label, 15 bins)
     operating_point: str = "youden"  # how the threshold was chosen: youden | teacher-sensitivity | default-0.5 | argmax
-    val_sensitivity: float | None = None  # sensitivity on val at the threshold (binary)
+    val_sensitivity: float | None = None  # on val: binary at the threshold, multi-class macro at argmax
+    val_auc: float | None = None  # on val, as ``auc`` (what the shipping choice is made on)
     per_class: list[dict] | None = None  # multi-class: {class, n, auc, sensitivity, specificity} per class
     test_probs: np.ndarray | None = field(default=None, repr=False, compare=False)  # kept in memory, never written
 
@@ -229,7 +277,9 @@ def evaluate_logits(
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> Metrics:
-    """All figures on test; the binary operating point is chosen on val.
+    """All figures on test; the binary operating point is chosen on val, and val AUC and val
+    sensitivity (binary: at that threshold; multi-class: macro at argmax) are kept for the
+    shipping choice.
 
     ``operating_point="teacher-sensitivity"`` with a ``target_sensitivity`` (the teacher's val
     sensitivity) picks the highest val threshold reaching it; otherwise Youden's J on val. Without
@@ -244,11 +294,14 @@ def evaluate_logits(
     common = dict(auc=auc_of_probs(probs, test_labels), ece=expected_calibration_error(probs, test_labels),
                   auc_ci=bootstrap_auc_ci(probs, test_labels, resamples=resamples, seed=seed),
                   test_probs=probs)
+    val = None
+    if val_logits is not None and val_labels is not None:
+        val = softmax(np.asarray(val_logits, dtype=np.float64)), np.asarray(val_labels).reshape(-1)
+        common["val_auc"] = auc_of_probs(*val)
     if probs.shape[1] == 2:
         thr, how, val_sens = 0.5, "default-0.5", None
-        if val_logits is not None and val_labels is not None:
-            vp = softmax(np.asarray(val_logits, dtype=np.float64))[:, 1]
-            v_pos = np.asarray(val_labels).reshape(-1) == 1
+        if val is not None:
+            vp, v_pos = val[0][:, 1], val[1] == 1
             if operating_point == "teacher-sensitivity" and target_sensitivity is not None:
                 thr, how = threshold_for_sensitivity(vp, v_pos, target_sensitivity), "teacher-sensitivity"
             else:
@@ -260,8 +313,14 @@ def evaluate_logits(
                        operating_point=how, val_sensitivity=val_sens, **common)
     pred = probs.argmax(axis=1)
     per_class = per_class_figures(probs, test_labels)
+    sens, spec = macro_sens_spec(per_class)
+    val_sens = macro_sens_spec(per_class_figures(*val))[0] if val is not None else None
+    return Metrics(float((pred == test_labels).mean()), sensitivity=sens, specificity=spec, threshold=None,
+                   operating_point="argmax", val_sensitivity=val_sens, per_class=per_class, **common)
+
+
+def macro_sens_spec(per_class: list[dict]) -> tuple[float, float]:
+    """Macro sensitivity and specificity over the classes present (per_class_figures rows)."""
     sens = [p["sensitivity"] for p in per_class if not np.isnan(p["sensitivity"])]
     spec = [p["specificity"] for p in per_class if not np.isnan(p["specificity"])]
-    return Metrics(float((pred == test_labels).mean()), sensitivity=float(np.mean(sens)),
-                   specificity=float(np.mean(spec)), threshold=None, operating_point="argmax",
-                   per_class=per_class, **common)
+    return (float(np.mean(sens)) if sens else float("nan")), (float(np.mean(spec)) if spec else float("nan"))

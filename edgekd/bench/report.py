@@ -6,7 +6,8 @@ from typing import Any
 
 from .._io import write_json_atomic, write_text_atomic
 
-SCHEMA_VERSION = 2  # 2: metrics.auc_ci/ece/operating_point/val_sensitivity/per_class, clinical, sensitivity budget
+SCHEMA_VERSION = 3  # 2: metrics.auc_ci/ece/operating_point/val_sensitivity/per_class, clinical, sensitivity budget;
+# 3: metrics.val_auc, shipping chosen on val (chosen_on, val, confirmation, confirmed, non_inferiority), clinical.vs_teacher
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
@@ -84,6 +85,7 @@ def markdown(report: dict) -> str:
         lines.append(f"**Shipped: `{report['shipped']}`** — {ship['reason']}")
     else:
         lines.append(f"**Nothing shipped** — {ship['reason']}")
+    lines += shipping_markdown(ship)
     lines += ["", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(report)]
     rule = ((report.get("clinical") or {}).get("operating_point") or {}).get("rule", "Youden's J")
@@ -124,6 +126,34 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shipping_markdown(ship: dict) -> list[str]:
+    """How the choice was made (val), its one test confirmation, and the paired comparison with the teacher."""
+    from .clinical import non_inferiority_text
+
+    if not ship.get("chosen_on"):
+        return []  # a report from before the choice moved to val
+    lines = ["", f"- rule: {ship['rule']}"]
+    conf = ship.get("confirmation")
+    if conf:
+        verdict = "confirmed" if conf["confirmed"] else "NOT confirmed"
+        lines.append(f"- chosen on {ship['chosen_on']}: `{conf['candidate']}`; {verdict} on test "
+                     f"(AUC {_fmt(conf['auc'], '.4f')} vs floor {_fmt(conf['min_auc'], '.4f')}, sensitivity "
+                     f"{_fmt(conf['sensitivity'], '.4f')} vs floor {_fmt(conf['min_sensitivity'], '.4f')})")
+    if ship.get("non_inferiority"):
+        lines.append(f"- `{ship['chosen']}`: {non_inferiority_text(ship['non_inferiority'])}")
+    return lines
+
+
+def vs_teacher_markdown(report: dict) -> list[str]:
+    from .clinical import non_inferiority_text
+
+    paired = report["clinical"].get("vs_teacher") or {}
+    if not paired:
+        return []
+    return ["", "### Students vs the teacher (paired bootstrap of the test cases)", ""] + [
+        f"- `{name}`: {non_inferiority_text(v)}" for name, v in paired.items()]
+
+
 def clinical_markdown(report: dict) -> list[str]:
     """The clinical figures of report.html as text (same numbers, same report.json fields)."""
     cl = report.get("clinical")
@@ -149,6 +179,7 @@ def clinical_markdown(report: dict) -> list[str]:
                      f"{_fmt(m.get('sensitivity'), '.4f')} | {_fmt(m.get('specificity'), '.4f')} | "
                      f"{_fmt(m.get('threshold'), '.4f')} | {m.get('operating_point', '—')} | {_fmt(m.get('ece'), '.4f')} | "
                      f"{_fmt(agree.get(c['name']), '.4f')} |")
+    lines += vs_teacher_markdown(report)
     lines += waterfall_markdown(report) + disagreement_markdown(report) + per_class_markdown(report)
     return lines
 

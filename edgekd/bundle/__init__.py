@@ -7,6 +7,7 @@
       sample.npz                           preprocessed test images, labels and class names
       expected_logits.npy                  the shipped model's logits on sample.npz, recorded on the host
       preprocessing.json, labels.json      what the device must do to a raw image, and what the outputs mean
+                                           (labels.json: the operating point chosen on val, which runner.py uses)
       report.json                          the host report of this run
       README.txt                           how to run it
       manifest.json                        sha256 and size of every file above, provenance, its own digest
@@ -71,18 +72,15 @@ def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfil
     write_json_atomic(bundle / "preprocessing.json", data.preprocessing.to_dict())
     labels = {"class_names": data.class_names, "num_classes": data.num_classes,
               "outputs": "logits, one per class in this order; softmax gives probabilities"}
-    if data.num_classes == 2:
-        labels["positive_class"] = 1
-        labels["threshold"] = (shipped.get("metrics") or {}).get("threshold")
+    labels.update(operating_point(shipped, data.num_classes))
     write_json_atomic(bundle / "labels.json", labels)
     steps = []
     if shipped["backend"] == "tensorrt":
         steps.append(f"./build_engine.sh            # on the {profile.name}: builds {run_model} with trtexec "
                      f"(TensorRT {profile.tensorrt})")
     runtime = {"tensorrt": "tensorrt", "openvino": "openvino"}.get(shipped["backend"], "onnxruntime")
-    threshold = labels.get("threshold")
-    thr = f" --threshold {threshold:.6g}" if threshold is not None else ""  # the operating point chosen on val
-    steps.append(f"python3 runner.py --model {run_model} --runtime {runtime} --sample sample.npz{thr} --out device.json")
+    # no --threshold: the runner reads the operating point chosen on val from labels.json
+    steps.append(f"python3 runner.py --model {run_model} --runtime {runtime} --sample sample.npz --out device.json")
     steps.append("edgekd report --merge device.json --report report.json   # back on the host")
     write_text_atomic(bundle / "README.txt", "\n".join([
         f"edgekd bundle for target {profile.name}: {shipped['name']} ({shipped['backend']}, {shipped['precision']})",
@@ -93,6 +91,17 @@ def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfil
         "", "Run on the device:", *[f"  {s}" for s in steps], "",
     ]))
     return bundle
+
+
+def operating_point(shipped: dict, num_classes: int) -> dict:
+    """labels.json's decision rule: binary, the P(class 1) threshold chosen on val (the device runner's
+    default); multi-class, argmax."""
+    if num_classes != 2:
+        return {"decision": "argmax"}
+    m = shipped.get("metrics") or {}
+    how = m.get("operating_point")
+    return {"positive_class": 1, "decision": "threshold", "threshold": m.get("threshold"),
+            "threshold_chosen_on": None if how in (None, "default-0.5") else "val", "operating_point": how}
 
 
 def bundle_entry(bundle: Path, archive: bool) -> dict:

@@ -12,6 +12,10 @@ It warms the model up, times ``--iterations`` calls of one ``--batch`` (time.per
 paused), then runs the whole sample for accuracy and ROC AUC, and prints ONE JSON document on
 stdout (progress and errors go to stderr; errors are one line and exit code 2).
 
+Binary tasks are scored at the operating point the host chose on val, read from the bundle's
+``labels.json`` next to the model (``--threshold`` overrides it; 0.5 only when neither gives
+one); the JSON document's ``threshold`` says which value was used and where it came from.
+
 What was executed where: the ONNX Runtime and OpenVINO paths run in edgekd's tests on an x86
 host. The TensorRT path (engine build through build_engine.sh / trtexec / the TensorRT Python
 API, and inference through libcudart via ctypes: TensorRT 8.x ``execute_v2`` with bindings,
@@ -39,9 +43,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-RUNNER_VERSION = "1.0.0"
+RUNNER_VERSION = "1.1.0"  # 1.1: the binary threshold defaults to the bundle's labels.json; "threshold" in the output
 EXIT_BAD_INPUT = 2
 RUNTIMES = ("auto", "tensorrt", "onnxruntime", "openvino")
+LABELS = "labels.json"  # written by the bundle next to the model: class names and the operating point
 INSTALL_HINTS = {
     "tensorrt": "TensorRT ships with JetPack (python3-libnvinfer); on a PC: pip install tensorrt",
     "onnxruntime": "pip3 install onnxruntime (on a Jetson: the onnxruntime-gpu wheel for your JetPack from the Jetson Zoo)",
@@ -145,6 +150,38 @@ def classification_metrics(logits, labels, threshold=0.5):
         auc = float(np.mean(aucs)) if aucs else float("nan")
         threshold = None
     return {"accuracy": float((pred == labels).mean()), "auc": auc, "threshold": threshold}
+
+
+def bundle_threshold(model_path):
+    """(threshold, labels.json path) recorded by the bundle next to the model; (None, None) when it records none."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), LABELS)
+    if not os.path.isfile(path):
+        return None, None
+    try:
+        with open(path) as f:
+            labels = json.load(f)
+    except (IOError, OSError, ValueError) as exc:
+        raise RunnerError("{} is not readable JSON ({}): restore the bundle's copy or pass --threshold"
+                          .format(path, first_line(exc)))
+    value = labels.get("threshold") if isinstance(labels, dict) else None
+    if value is None:
+        return None, None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise RunnerError("{} records threshold {!r}, not a probability in [0, 1]: pass --threshold".format(path, value))
+    return float(value), path
+
+
+def pick_threshold(requested, recorded, classes):
+    """The binary decision threshold and where it came from: --threshold, else the bundle's labels.json
+    (``recorded``: the operating point chosen on val, from bundle_threshold), else 0.5. Multi-class: argmax."""
+    if classes != 2:
+        return {"value": None, "source": "argmax (multi-class)", "path": None}
+    if requested is not None:
+        return {"value": requested, "source": "--threshold", "path": None}
+    value, path = recorded
+    if value is not None:
+        return {"value": value, "source": "labels.json (operating point chosen on val)", "path": path}
+    return {"value": 0.5, "source": "default 0.5 (no threshold in labels.json)", "path": None}
 
 
 def latency_summary(seconds, batch):
@@ -746,6 +783,7 @@ def measure(model, images, args):
 def run(args):
     """Everything the CLI does, as a dict (the JSON document)."""
     runtime, model_path, sample_path, images, labels, class_names, build = prepare(args)
+    recorded = bundle_threshold(args.model) if args.threshold is None else (None, None)  # a bad file fails before timing
     chw = tuple(int(d) for d in images.shape[1:])
     log("runtime {}, model {}, sample {} images of {}".format(runtime, model_path, len(images), "x".join(map(str, chw))))
     model = open_model(runtime, model_path, args.batch, chw, args.threads)
@@ -753,6 +791,8 @@ def run(args):
     if logits.shape[1] < 2 or labels.max() >= logits.shape[1] or labels.min() < 0:
         raise RunnerError("sample labels range {}..{} but the model has {} output(s); the runner expects one logit per "
                           "class: use the sample.npz of the same bundle".format(labels.min(), labels.max(), logits.shape[1]))
+    threshold = pick_threshold(args.threshold, recorded, logits.shape[1])
+    log("threshold: {} ({})".format(threshold["value"], threshold["source"]))
     runtime_info = dict(model.info)
     if args.threads:
         runtime_info["threads"] = args.threads
@@ -768,7 +808,8 @@ def run(args):
         "device": device_info(), "runtime": runtime_info, "model": model_info, "batch": args.batch,
         "latency_ms": latency, "throughput_ips": throughput, "iterations": args.iterations, "warmup": args.warmup,
         "sample": {"path": os.path.abspath(sample_path), "n": int(len(images)), "class_names": class_names},
-        "metrics": classification_metrics(logits, labels, args.threshold),
+        "threshold": threshold,
+        "metrics": classification_metrics(logits, labels, threshold["value"]),
     })
 
 
@@ -783,7 +824,9 @@ def parse_args(argv=None):
     p.add_argument("--iterations", type=int, default=500, help="timed calls (default 500)")
     p.add_argument("--batch", type=int, default=1, help="images per call (default 1)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (ONNX Runtime, OpenVINO); default: the runtime's")
-    p.add_argument("--threshold", type=float, default=0.5, help="binary tasks: P(class 1) threshold for accuracy (default 0.5)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="binary tasks: P(class 1) threshold for accuracy (default: the bundle's labels.json, chosen on val; "
+                        "else 0.5)")
     p.add_argument("--build-engine", action="store_true",
                    help="TensorRT: (re)build the engine from the .onnx model (build_engine.sh, else trtexec, else the Python API)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "int8"),
