@@ -117,8 +117,20 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
         spec, weights = cfg.teacher, cfg.teacher_weights
     from .models import create_student
 
-    create_student(cfg.distill.student or profile.default_student, data.channels, data.num_classes,
-                   seed=cfg.seed)  # an unknown student fails here, before any work
+    student = create_student(cfg.distill.student or profile.default_student, data.channels, data.num_classes,
+                             seed=cfg.seed)  # an unknown student fails here, before any work
+    if cfg.distill.student_weights is not None:  # bad weights fail here too
+        from .models import load_student_weights
+
+        load_student_weights(student, Path(cfg.distill.student_weights), in_chans=data.channels,
+                             num_classes=data.num_classes)
+    unlabelled = None
+    if cfg.unlabelled is not None:
+        from .data.unlabelled import load_unlabelled
+
+        unlabelled = load_unlabelled(Path(cfg.unlabelled), data.preprocessing, channels=data.channels,
+                                     image_size=tuple(data.image_size))
+        log(f"unlabelled: {unlabelled.count} images from {cfg.unlabelled} (soft targets only)")
     teacher = load_teacher(
         spec, weights=weights, trust_checkpoint=cfg.trust_checkpoint,
         in_chans=data.channels, num_classes=data.num_classes,
@@ -126,7 +138,7 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     teacher.check(data.channels, data.num_classes, data.image_size)
     # the profile's thread count is the device's; the host never oversubscribes its own cores
     threads = cfg.bench.threads or min(profile.threads, os.cpu_count() or 1)
-    return Inputs(profile, data, teacher, threads, data.test.images[:1].clone())
+    return Inputs(profile, data, teacher, threads, data.test.images[:1].clone(), unlabelled)
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ._io import size_on_disk
+from ._io import sha256_file, size_on_disk
 from .bench.candidates import Candidate, state_dict_bytes
 from .config import CompressConfig
 from .stagecache import DONE, StageEntry, StageStore, digest
@@ -61,6 +61,17 @@ class Run:
         from .models import create_student
 
         return create_student(name, self.inp.data.channels, self.inp.data.num_classes, seed=self.cfg.seed)
+
+    def starting_student(self, name: str) -> tuple[torch.nn.Module, dict | None]:
+        """The student distillation starts from: fresh, or with --student-weights loaded (and what was loaded)."""
+        model = self.build_student(name)
+        path = self.cfg.distill.student_weights
+        if path is None:
+            return model, None
+        from .models import load_student_weights
+
+        d = self.inp.data
+        return model, load_student_weights(model, Path(path), in_chans=d.channels, num_classes=d.num_classes)
 
     def copy_in(self, entry: StageEntry, sub: str) -> Path:
         """Copy a stage entry's files into ``work/sub`` (the output folder keeps every artifact)."""
@@ -193,12 +204,16 @@ def distill_student(run: Run, tl, tl_key: str) -> tuple[torch.nn.Module, Candida
     cfg, inp = run.cfg, run.inp
     name = cfg.distill.student or inp.profile.default_student
     steps = run.budget.distill
-    key = run.store.key("distill", tl_key, name, asdict(cfg.distill), steps, cfg.seed)
+    weights = cfg.distill.student_weights
+    key = run.store.key("distill", tl_key, name, asdict(cfg.distill),
+                        sha256_file(Path(weights)) if weights is not None else None, steps, cfg.seed)
 
     def produce(folder: Path) -> dict:
-        res = distill(run.build_student(name), inp.data, tl, cfg.distill, steps=steps, seed=cfg.seed)
+        start, loaded = run.starting_student(name)
+        res = distill(start, inp.data, tl, cfg.distill, steps=steps, seed=cfg.seed)
         torch.save(_state(res.model), folder / "student.pt")
-        return {"student": name, "steps_planned": steps, "steps_run": res.steps_run, "best_step": res.best_step,
+        return {"student": name, "start": "weights" if loaded else "random init", "student_weights": loaded,
+                "steps_planned": steps, "steps_run": res.steps_run, "best_step": res.best_step,
                 "best_val_auc": res.best_val_auc, "val_kl": res.val_kl, "history": res.history}
 
     run.log(f"[2/6] distill {name}: {steps} steps of {cfg.distill.batch_size} ({tl.mode} teacher, "
@@ -276,7 +291,7 @@ def quantize_student(run: Run, model: torch.nn.Module, fp32: Candidate, tl, prun
     probe = calib[:8]
 
     def produce(folder: Path) -> dict:
-        ptq = quantize_ptq(model, calib)
+        ptq = quantize_ptq(model, calib)  # NNCF's extension was prepared above
         info: dict = {"calibration_samples": len(calib), "qat_steps": qat_steps}
         _save_quantized(ptq, probe, folder / "ptq.pt")
         if qat_steps > 0:
@@ -288,9 +303,12 @@ def quantize_student(run: Run, model: torch.nn.Module, fp32: Candidate, tl, prun
 
     run.log(f"[4/6] INT8: NNCF post-training quantization ({len(calib)} images), "
             f"then {qat_steps} QAT steps")
+    from .quantize._nncf_ext import nncf_kernels, prepare_nncf
+
+    prepare_nncf(run.log)  # build its C++ extension once, with a timeout a busy machine can meet
     entry = run.store.run("quantize", key, produce, "PTQ + QAT")
     run.copy_in(entry, "models/quantized")
-    run.stages["quantize"] = dict(entry.info)
+    run.stages["quantize"] = dict(entry.info, nncf_kernels=nncf_kernels())
 
     def rebuild(name: str) -> torch.nn.Module:
         # NNCF's quantizer placement does not depend on the statistics: PTQ on one image rebuilds the

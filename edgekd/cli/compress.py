@@ -35,7 +35,9 @@ def compress(
     out: Path = typer.Option(Path("build"), help="Output folder for models and report."),
     teacher_weights: Optional[Path] = typer.Option(None, help="Weights for a timm teacher (.pt state_dict or .safetensors)."),
     trust_checkpoint: bool = typer.Option(False, help="Allow unpickling a full nn.Module (can run arbitrary code)."),
-    student: Optional[str] = typer.Option(None, help="Student (timm name); default from the target profile."),
+    student: Optional[str] = typer.Option(None, help="Student (timm name, or from-teacher: the teacher's own network shrunk); default from the target profile."),
+    student_weights: Optional[Path] = typer.Option(None, help="Pretrained weights for a zoo student (.safetensors or a weights_only state_dict; input channels adapted, head re-initialised when the classes differ)."),
+    unlabelled: Optional[Path] = typer.Option(None, help="Extra images without labels (a folder, or an .npz with images only) that the teacher labels for distillation."),
     image_size: Optional[int] = typer.Option(None, help="Resize images to N×N (bilinear)."),
     mean: Optional[str] = typer.Option(None, help="Per-channel mean after scaling to [0,1] (default 0.5)."),
     std: Optional[str] = typer.Option(None, help="Per-channel std (default 0.5)."),
@@ -78,7 +80,7 @@ def compress(
     log = (lambda msg: None) if quiet else (lambda msg: console.print(msg, highlight=False))
     try:
         cfg = CompressConfig(target=target, out=out, teacher=teacher, teacher_weights=teacher_weights,
-                             trust_checkpoint=trust_checkpoint, data=data, max_auc_drop=max_auc_drop,
+                             trust_checkpoint=trust_checkpoint, data=data, unlabelled=unlabelled, max_auc_drop=max_auc_drop,
                              max_sensitivity_drop=max_sensitivity_drop,
                              seed=seed, overwrite=overwrite, max_samples=max_samples,
                              cache_dir=cache_dir, force=force, archive=archive)
@@ -88,7 +90,7 @@ def compress(
         if std is not None:
             pre = replace(pre, std=_floats(std, "--std"))
         cfg.preprocessing = pre
-        _set(cfg.distill, student=student, max_steps=max_steps, temperature=temperature, alpha=alpha,
+        _set(cfg.distill, student=student, student_weights=student_weights, max_steps=max_steps, temperature=temperature, alpha=alpha,
              augment=augment, mixup=mixup, teacher_mode=teacher_mode)
         cfg.distill.flips = allow_flips
         _set(cfg.prune, ratio=prune_ratio, steps=prune_steps, recovery_steps=recovery_steps, depth=prune_depth)

@@ -1,0 +1,131 @@
+"""Benchmark: the distillation issue's targets, with the DEFAULT options of `edgekd compress`.
+
+    python benchmarks/distill_targets.py [--cases small retina full demo] [--out DIR]
+
+Each case trains (once, cached in --out) a ResNet-18 teacher with the library's suite recipe,
+then runs `compress` with no training, pruning or budget options, and prints one table:
+
+  small   PneumoniaMNIST, train capped at 550 and val at 80 (stratified, seeded), test full,
+          64×64, intel-cpu: shipped test AUC >= teacher - 0.01
+  retina  RetinaMNIST (RGB, 5 classes) upsampled to 64×64, intel-cpu: shipped macro AUC >= teacher - 0.01
+  full    PneumoniaMNIST 64×64 on intel-cpu and generic-cpu: shipped AUC >= teacher - 0.01, latency
+          >= 30× lower than the torch fp32 teacher, file >= 20× smaller than its fp32 ONNX
+  demo    the embedded demo for jetson-nano with the default budget (the README's first command)
+and for every case the whole compress time (target: < 10 min on 2 cores at 64×64).
+Data: $EDGEKD_PNEUMONIA / $EDGEKD_RETINA or ../shared/data/*.npz (never committed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+PNEUMONIA = Path(os.environ.get("EDGEKD_PNEUMONIA", SHARED / "pneumoniamnist.npz"))
+RETINA = Path(os.environ.get("EDGEKD_RETINA", SHARED / "retinamnist.npz"))
+
+
+def stratified_slice(src: Path, dst: Path, n_train: int, n_val: int, seed: int) -> Path:
+    """train and val capped (stratified by class, seeded), test kept whole."""
+    if dst.exists():
+        return dst
+    z, rng, out = np.load(src), np.random.default_rng(seed), {}
+    for split, n in (("train", n_train), ("val", n_val)):
+        y = z[f"{split}_labels"].reshape(-1)
+        idx = np.concatenate([rng.choice(np.flatnonzero(y == c), max(1, round(n * (y == c).mean())), replace=False)
+                              for c in np.unique(y)])
+        idx.sort()
+        out[f"{split}_images"], out[f"{split}_labels"] = z[f"{split}_images"][idx], z[f"{split}_labels"][idx]
+    out["test_images"], out["test_labels"] = z["test_images"], z["test_labels"]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(dst, **out)
+    return dst
+
+
+def teacher(data: Path, out: Path, epochs: int, seed: int) -> Path:
+    from edgekd.bench.suite_run import train_teacher
+
+    w = out / f"teacher-resnet18-{data.stem}-64-e{epochs}-s{seed}.safetensors"
+    if not w.exists():
+        train_teacher({"arch": "resnet18", "image_size": 64, "mean": [0.5], "std": [0.5], "max_samples": None,
+                       "seed": seed, "epochs": epochs, "lr": 3e-3, "batch_size": 64}, data, w)
+    return w
+
+
+def run(name: str, target: str, out: Path, data: Path | None, weights: Path | None, image_size: int | None) -> dict:
+    from edgekd.api import compress
+    from edgekd.config import CompressConfig, Preprocessing
+    from edgekd.errors import NotShippedError
+
+    cfg = CompressConfig(target=target, out=out / "runs" / f"{name}-{target}", overwrite=True,
+                         teacher="timm:resnet18" if weights else None, teacher_weights=weights, data=data,
+                         cache_dir=out / "cache", preprocessing=Preprocessing(image_size=image_size))
+    t0 = time.perf_counter()
+    try:
+        compress(cfg, log=lambda m: print(f"  [{name}/{target}] {m}", flush=True))
+    except NotShippedError as exc:
+        print(f"  [{name}/{target}] {exc}")
+    seconds = time.perf_counter() - t0
+    rep = json.loads((Path(cfg.out) / "report.json").read_text())
+    by = {c["name"]: c for c in rep["candidates"]}
+    t = by[rep["shipping"].get("teacher_candidate", "teacher-torch-fp32")]
+    s = by.get(rep["shipped"]) if rep["shipped"] else None
+    sp = rep.get("speedups", {})
+    return {"case": name, "target": target, "teacher_auc": t["metrics"]["auc"],
+            "shipped": rep["shipped"], "auc": s["metrics"]["auc"] if s else None,
+            "p50": (s.get("latency_ms") or {}).get("batch1", {}).get("p50") if s else None,
+            "vs_torch": sp.get("latency_vs_teacher-torch-fp32"), "vs_ov_int8": sp.get("latency_vs_teacher-openvino-int8"),
+            "smaller": sp.get("size_vs_teacher-onnxruntime-fp32"), "seconds": seconds,
+            "budget": rep["training"]["budget"]["distill_steps"], "mode": rep["training"]["teacher_mode"],
+            "distilled_auc": by["student-distilled"]["metrics"]["auc"], "reason": rep["shipping"].get("reason", "")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="+", default=["small", "retina", "full", "demo"])
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "distill")
+    ap.add_argument("--seed", type=int, default=0, help="teacher seed")
+    args = ap.parse_args()
+    from edgekd._compat import quiet_third_party
+
+    quiet_third_party()
+    os.environ.setdefault("EDGEKD_NO_PROGRESS", "1")
+    rows = []
+    for case in args.cases:
+        if case == "small":
+            d = stratified_slice(PNEUMONIA, args.out / "pneumonia-550.npz", 550, 80, 0)
+            rows.append(run(case, "intel-cpu", args.out, d, teacher(d, args.out, 30, args.seed), 64))
+        elif case == "retina":
+            rows.append(run(case, "intel-cpu", args.out, RETINA, teacher(RETINA, args.out, 20, args.seed), 64))
+        elif case == "full":
+            w = teacher(PNEUMONIA, args.out, 8, args.seed)
+            for target in ("intel-cpu", "generic-cpu"):
+                rows.append(run(case, target, args.out, PNEUMONIA, w, 64))
+        elif case == "demo":
+            rows.append(run(case, "jetson-nano", args.out, None, None, None))
+        else:
+            print(f"unknown case {case}", file=sys.stderr)
+            return 2
+    f = lambda v, p=4: "—" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
+    print("\n| case | target | teacher AUC | distilled AUC | shipped | AUC | Δ | p50 ms | vs torch fp32 | vs OV INT8 | "
+          "smaller vs ONNX | steps | teacher mode | compress s |")
+    print("|" + "---|" * 14)
+    for r in rows:
+        delta = None if r["auc"] is None else r["auc"] - r["teacher_auc"]
+        print(f"| {r['case']} | {r['target']} | {f(r['teacher_auc'])} | {f(r['distilled_auc'])} | {r['shipped'] or 'nothing'} | "
+              f"{f(r['auc'])} | {f(delta, 3)} | {f(r['p50'], 3)} | {f(r['vs_torch'], 1)} | {f(r['vs_ov_int8'], 1)} | "
+              f"{f(r['smaller'], 1)} | {r['budget']} | {r['mode']} | {r['seconds']:.0f} |")
+    for r in rows:
+        if not r["shipped"]:
+            print(f"{r['case']}/{r['target']}: {r['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
