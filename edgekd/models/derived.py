@@ -91,6 +91,7 @@ def derive_student(
     example: torch.Tensor,
     val_images: torch.Tensor,
     val_teacher_logits: torch.Tensor,
+    train_images: torch.Tensor | None = None,
     macs: int | None = None,
     depth: int | None = None,
     temperature: float = 4.0,
@@ -102,6 +103,8 @@ def derive_student(
     blocks to remove; None: all but one block of each stage that can lose blocks (only blocks whose
     output has their input's shape can go). Blocks are ranked by the KL divergence at
     ``temperature`` between the teacher's val logits and the student's on ``val_images``.
+    BatchNorm statistics are re-estimated on ``train_images`` (up to 512) after each cut: the
+    teacher's no longer describe what reaches a layer once blocks or channels before it are gone.
     """
     from ..prune.pruner import ROUND_TO, _classifier_of, _prune_to
 
@@ -113,7 +116,8 @@ def derive_student(
     if not isinstance(macs, int) or macs <= 0:
         raise EdgekdError(f"derived student MACs budget must be a positive integer, got {macs!r}")
     n = min(len(val_images), _MAX_SCORE_IMAGES)
-    model, removed, scores = _remove_blocks(base, val_images[:n], val_teacher_logits[:n], depth, temperature)
+    calib = (val_images if train_images is None else train_images)[:_MAX_SCORE_IMAGES]
+    model, removed, scores = _remove_blocks(base, val_images[:n], val_teacher_logits[:n], depth, temperature, calib)
     classifier = _classifier_of(model)
     classifier_name = next(name for name, m in model.named_modules() if m is classifier)
     try:
@@ -123,6 +127,7 @@ def derive_student(
                            f"{_first_line(exc)}): pass --teacher timm:<arch> --teacher-weights W, or a zoo "
                            "student (--student lcnet_100)") from None
     model = trial.model
+    _recalibrate_bn(model, calib)
     _check_runs(model, example, teacher)
     model.train()
     record = {
@@ -139,6 +144,7 @@ def derive_student(
         "params": count_params(model),
         "channel_ratio": round(trial.ratio, 4),
         "round_to": ROUND_TO,
+        "bn_recalibrated_on": int(len(calib)) if _has_bn(model) else 0,
     }
     return DerivedStudent(model, record)
 
@@ -166,7 +172,7 @@ def load_derived(teacher: Teacher, folder: Path, example: torch.Tensor) -> torch
 
 # ---------------------------------------------------------------------------- helpers
 def _remove_blocks(model: torch.nn.Module, images: torch.Tensor, teacher_logits: torch.Tensor, depth: int | None,
-                   temperature: float) -> tuple[torch.nn.Module, list[str], list[float]]:
+                   temperature: float, calib: torch.Tensor) -> tuple[torch.nn.Module, list[str], list[float]]:
     """Greedy removal, least harmful first; every stage (``nn.Sequential``) keeps at least one block."""
     from ..prune.depth import _kd_score, removable_blocks, replace_with_identity
 
@@ -185,13 +191,45 @@ def _remove_blocks(model: torch.nn.Module, images: torch.Tensor, teacher_logits:
         for name in candidates:
             trial = copy.deepcopy(model)
             replace_with_identity(trial, name)
+            _recalibrate_bn(trial, calib)
             score = _kd_score(trial, images, teacher_logits, temperature)
             if score < best_score:
                 best, best_score = name, score
         replace_with_identity(model, best)
+        _recalibrate_bn(model, calib)
         removed.append(best)
         scores.append(best_score)
     return model, removed, scores
+
+
+_BN = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)
+
+
+def _has_bn(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, _BN) for m in model.modules())
+
+
+def _recalibrate_bn(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 64) -> None:
+    """Re-estimate every BatchNorm's running mean/var on ``images`` (cumulative average); weights untouched."""
+    norms = [m for m in model.modules() if isinstance(m, _BN) and m.track_running_stats]
+    if not norms or len(images) < 2:
+        return
+    saved = [m.momentum for m in norms]
+    was = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches below
+    model.train()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                batch = images[start:start + batch_size]
+                if len(batch) > 1:
+                    model(batch)
+    finally:
+        for m, mom in zip(norms, saved):
+            m.momentum = mom
+        model.train(was)
 
 
 def _default_depth(model: torch.nn.Module, example: torch.Tensor) -> int:
