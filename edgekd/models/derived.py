@@ -51,6 +51,16 @@ class DerivedStudent:
     record: dict[str, Any] = field(default_factory=dict)  # JSON-ready: see derive_student
 
 
+def check_derivable(teacher: Teacher) -> None:
+    """Fail at once (before any stage runs) when no student can be derived from ``teacher``'s format."""
+    if teacher.format in ("timm", "pickle") and teacher.module is not None:
+        return
+    if teacher.format in _GRAPH_FORMATS:
+        return
+    raise TeacherError(f"--student {FROM_TEACHER} does not support {teacher.format} teachers: pass --teacher "
+                       "timm:<arch> --teacher-weights W, or a zoo student (--student lcnet_100)")
+
+
 def derived_base(teacher: Teacher, example: torch.Tensor) -> torch.nn.Module:
     """A fresh, unpruned, train-mode torch module of the teacher's architecture and weights.
 
@@ -58,13 +68,9 @@ def derived_base(teacher: Teacher, example: torch.Tensor) -> torch.nn.Module:
     :func:`save_derived` records the pruned structure against. ``example`` (1×C×H×W) is needed
     to export TorchScript and torch.export teachers to ONNX.
     """
+    check_derivable(teacher)
     if teacher.format in ("timm", "pickle"):
-        if teacher.module is None:
-            raise TeacherError(f"teacher {teacher.spec} has no torch module to derive a student from")
         return copy.deepcopy(teacher.module).train()
-    if teacher.format not in _GRAPH_FORMATS:
-        raise TeacherError(f"--student {FROM_TEACHER} does not support {teacher.format} teachers: pass --teacher "
-                           "timm:<arch> --teacher-weights W, or a zoo student (--student lcnet_100)")
     from ._onnx_torch import onnx_to_torch, torch_to_onnx
 
     try:
