@@ -40,6 +40,8 @@ def removable_blocks(model: torch.nn.Module, example: torch.Tensor) -> list[str]
             name = f"{parent_name}.{child_name}" if parent_name else child_name
             if isinstance(child, torch.nn.Identity) or not any(True for _ in child.parameters()):
                 continue
+            if not any(True for _ in child.children()):  # a bare layer (a deep stem's conv), not a block
+                continue
             if not any(isinstance(m, torch.nn.Conv2d) for m in child.modules()):
                 continue
 

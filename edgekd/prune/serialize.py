@@ -32,6 +32,11 @@ def _plain_attrs(module: torch.nn.Module) -> dict:
     return out
 
 
+def _kind(module: torch.nn.Module) -> type:
+    """The module's class; torch.fx makes a class per GraphModule instance (and per deep copy), so all count as one."""
+    return torch.fx.GraphModule if isinstance(module, torch.fx.GraphModule) else type(module)
+
+
 def removed_blocks(pruned: torch.nn.Module, fresh: torch.nn.Module) -> list[str]:
     """Blocks that depth pruning replaced by ``nn.Identity`` (see :mod:`edgekd.prune.depth`)."""
     fresh_mods = dict(fresh.named_modules())
@@ -50,7 +55,7 @@ def structure_diff(pruned: torch.nn.Module, fresh: torch.nn.Module) -> dict[str,
     diff: dict[str, dict] = {}
     for name, m in pruned.named_modules():
         ref = fresh_mods.get(name)
-        if ref is None or type(ref) is not type(m):
+        if ref is None or _kind(ref) is not _kind(m):
             raise InputError(f"pruned model has module '{name}' ({type(m).__name__}) that the architecture lacks")
         ours, theirs = _plain_attrs(m), _plain_attrs(ref)
         changed = {k: list(v) if isinstance(v, tuple) else v for k, v in ours.items() if theirs.get(k) != v}
