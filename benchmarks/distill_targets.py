@@ -11,6 +11,7 @@ then runs `compress` with no training, pruning or budget options, and prints one
   full    PneumoniaMNIST 64×64 on intel-cpu and generic-cpu: shipped AUC >= teacher - 0.01, latency
           >= 30× lower than the torch fp32 teacher, file >= 20× smaller than its fp32 ONNX
   demo    the embedded demo for jetson-nano with the default budget (the README's first command)
+  small-zoo  the small case with a fresh lcnet_100 instead of the default teacher-derived student
 and for every case the whole compress time (target: < 10 min on 2 cores at 64×64).
 Data: $EDGEKD_PNEUMONIA / $EDGEKD_RETINA or ../shared/data/*.npz (never committed).
 """
@@ -58,7 +59,8 @@ def teacher(data: Path, out: Path, epochs: int, seed: int) -> Path:
     return w
 
 
-def run(name: str, target: str, out: Path, data: Path | None, weights: Path | None, image_size: int | None) -> dict:
+def run(name: str, target: str, out: Path, data: Path | None, weights: Path | None, image_size: int | None,
+        **distill: object) -> dict:
     from edgekd.api import compress
     from edgekd.config import CompressConfig, Preprocessing
     from edgekd.errors import NotShippedError
@@ -66,6 +68,8 @@ def run(name: str, target: str, out: Path, data: Path | None, weights: Path | No
     cfg = CompressConfig(target=target, out=out / "runs" / f"{name}-{target}", overwrite=True,
                          teacher="timm:resnet18" if weights else None, teacher_weights=weights, data=data,
                          cache_dir=out / "cache", preprocessing=Preprocessing(image_size=image_size))
+    for k, v in distill.items():  # only for the comparison cases; the target cases use the defaults
+        setattr(cfg.distill, k, v)
     t0 = time.perf_counter()
     try:
         compress(cfg, log=lambda m: print(f"  [{name}/{target}] {m}", flush=True))
@@ -83,7 +87,7 @@ def run(name: str, target: str, out: Path, data: Path | None, weights: Path | No
             "vs_torch": sp.get("latency_vs_teacher-torch-fp32"), "vs_ov_int8": sp.get("latency_vs_teacher-openvino-int8"),
             "smaller": sp.get("size_vs_teacher-onnxruntime-fp32"), "seconds": seconds,
             "budget": rep["training"]["budget"]["distill_steps"], "mode": rep["training"]["teacher_mode"],
-            "distilled_auc": by["student-distilled"]["metrics"]["auc"], "reason": rep["shipping"].get("reason", "")}
+            "distilled_auc": by["student-distilled"]["metrics"]["auc"], "student": rep["stages"]["distill"]["student"], "reason": rep["shipping"].get("reason", "")}
 
 
 def main() -> int:
@@ -101,6 +105,9 @@ def main() -> int:
         if case == "small":
             d = stratified_slice(PNEUMONIA, args.out / "pneumonia-550.npz", 550, 80, 0)
             rows.append(run(case, "intel-cpu", args.out, d, teacher(d, args.out, 30, args.seed), 64))
+        elif case == "small-zoo":  # the comparison that chose the default start: a fresh zoo student
+            d = stratified_slice(PNEUMONIA, args.out / "pneumonia-550.npz", 550, 80, 0)
+            rows.append(run(case, "intel-cpu", args.out, d, teacher(d, args.out, 30, args.seed), 64, student="lcnet_100"))
         elif case == "retina":
             rows.append(run(case, "intel-cpu", args.out, RETINA, teacher(RETINA, args.out, 20, args.seed), 64))
         elif case == "full":
@@ -113,12 +120,12 @@ def main() -> int:
             print(f"unknown case {case}", file=sys.stderr)
             return 2
     f = lambda v, p=4: "—" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
-    print("\n| case | target | teacher AUC | distilled AUC | shipped | AUC | Δ | p50 ms | vs torch fp32 | vs OV INT8 | "
+    print("\n| case | target | student | teacher AUC | distilled AUC | shipped | AUC | Δ | p50 ms | vs torch fp32 | vs OV INT8 | "
           "smaller vs ONNX | steps | teacher mode | compress s |")
-    print("|" + "---|" * 14)
+    print("|" + "---|" * 15)
     for r in rows:
         delta = None if r["auc"] is None else r["auc"] - r["teacher_auc"]
-        print(f"| {r['case']} | {r['target']} | {f(r['teacher_auc'])} | {f(r['distilled_auc'])} | {r['shipped'] or 'nothing'} | "
+        print(f"| {r['case']} | {r['target']} | {r['student']} | {f(r['teacher_auc'])} | {f(r['distilled_auc'])} | {r['shipped'] or 'nothing'} | "
               f"{f(r['auc'])} | {f(delta, 3)} | {f(r['p50'], 3)} | {f(r['vs_torch'], 1)} | {f(r['vs_ov_int8'], 1)} | "
               f"{f(r['smaller'], 1)} | {r['budget']} | {r['mode']} | {r['seconds']:.0f} |")
     for r in rows:

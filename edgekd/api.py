@@ -46,6 +46,7 @@ class Inputs:
     threads: int
     example: torch.Tensor  # 1×C×H×W from the test split
     unlabelled: object = None  # edgekd.data.unlabelled.Unlabelled (--unlabelled), or None
+    student: str = ""  # the student to distil: a zoo name or "from-teacher" (resolved from --student and the teacher)
 
 
 @dataclass
@@ -117,8 +118,17 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
         spec, weights = cfg.teacher, cfg.teacher_weights
     from .models import create_student
 
-    student = create_student(cfg.distill.student or profile.default_student, data.channels, data.num_classes,
-                             seed=cfg.seed)  # an unknown student fails here, before any work
+    from .models.derived import FROM_TEACHER
+
+    # default: the teacher's own network shrunk (measured better than a fresh zoo student, benchmarks/README.md),
+    # unless --student-weights asks for a zoo student; the profile's student when the teacher cannot be derived
+    default = profile.default_student if cfg.distill.student_weights is not None else FROM_TEACHER
+    name = cfg.distill.student or default
+    if name == FROM_TEACHER and cfg.distill.student_weights is not None:
+        raise InputError("--student-weights is for a zoo student; --student from-teacher starts from the teacher's "
+                         "own weights: drop one of the two")
+    student = None if name == FROM_TEACHER else create_student(
+        name, data.channels, data.num_classes, seed=cfg.seed)  # an unknown student fails here, before any work
     if cfg.distill.student_weights is not None:  # bad weights fail here too
         from .models import load_student_weights
 
@@ -136,9 +146,23 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
         in_chans=data.channels, num_classes=data.num_classes,
     )
     teacher.check(data.channels, data.num_classes, data.image_size)
+    if name == FROM_TEACHER:
+        from .errors import EdgekdError
+        from .models.derived import check_derivable, derived_base
+
+        try:
+            check_derivable(teacher)  # an unsupported teacher format fails here, with what to pass instead
+            if cfg.distill.student is None:
+                derived_base(teacher, data.test.images[:1])  # the default: can it really be derived?
+        except EdgekdError as exc:
+            if cfg.distill.student is not None:
+                raise
+            name = profile.default_student
+            log(f"student: {profile.default_student} (the target's zoo student): no student can be derived from "
+                f"this teacher ({exc})")
     # the profile's thread count is the device's; the host never oversubscribes its own cores
     threads = cfg.bench.threads or min(profile.threads, os.cpu_count() or 1)
-    return Inputs(profile, data, teacher, threads, data.test.images[:1].clone(), unlabelled)
+    return Inputs(profile, data, teacher, threads, data.test.images[:1].clone(), unlabelled, name)
 
 
 @contextmanager

@@ -60,12 +60,14 @@ class DistillConfig:
 class PruneConfig:
     """Structural (channel) pruning with Torch-Pruning's dependency graph."""
 
-    ratio: float = 0.5  # fraction of the student's MACs to remove (0 disables pruning)
+    ratio: float = 0.8  # fraction of the student's MACs to remove (0 disables channel pruning)
     steps: int = 3  # iterative steps toward the ratio
     finetune_steps: int | None = None  # distillation steps after each pruning step; None: 8 % of the distill budget
     recovery_steps: int | None = None  # after the last step; None: 30 % of the distill budget
     importance: str = "magnitude"  # "magnitude" (group L2 norm) or "taylor" (first-order, uses a batch)
-    depth: int = 0  # whole shape-preserving blocks to remove before channel pruning (fewer layers: faster on CPUs)
+    # whole shape-preserving blocks to remove before channel pruning (fewer layers: faster on CPUs);
+    # None: half of the student's removable blocks, 0: none
+    depth: int | None = None
 
 
 @dataclass

@@ -12,6 +12,7 @@ measured in the run that writes it.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -57,9 +58,18 @@ class Run:
         self.stages["budget"] = self.budget.to_dict()
 
     def build_student(self, name: str) -> torch.nn.Module:
-        """A fresh, seeded student of the data's channels and classes (weights are loaded into it)."""
-        from .models import create_student
+        """A fresh, seeded student of the data's channels and classes (weights are loaded into it).
 
+        For ``from-teacher`` it is the teacher's unpruned architecture (rebuilt from the teacher):
+        the base that the derived and the pruned students' JSON structures are relative to.
+        """
+        from .models import create_student
+        from .models.derived import FROM_TEACHER, derived_base
+
+        if name == FROM_TEACHER:
+            if getattr(self, "_derived_base", None) is None:  # deterministic per teacher file: built once
+                self._derived_base = derived_base(self.inp.teacher, self.inp.example)
+            return copy.deepcopy(self._derived_base)
         return create_student(name, self.inp.data.channels, self.inp.data.num_classes, seed=self.cfg.seed)
 
     def starting_student(self, name: str) -> tuple[torch.nn.Module, dict | None]:
@@ -200,27 +210,47 @@ def distill_student(run: Run, tl, tl_key: str) -> tuple[torch.nn.Module, Candida
     from .distill import distill
     from .lower.torch import TorchRunner
     from .models import count_macs, count_params
+    from .models.derived import FROM_TEACHER, REFERENCE_STUDENT, derive_student, load_derived, reference_macs, save_derived
 
     cfg, inp = run.cfg, run.inp
-    name = cfg.distill.student or inp.profile.default_student
+    name = inp.student
     steps = run.budget.distill
     weights = cfg.distill.student_weights
     key = run.store.key("distill", tl_key, name, asdict(cfg.distill),
                         sha256_file(Path(weights)) if weights is not None else None, steps, cfg.seed)
 
+    derived = name == FROM_TEACHER
+
     def produce(folder: Path) -> dict:
-        start, loaded = run.starting_student(name)
+        info: dict = {"student": name}
+        if derived:  # the teacher's own architecture and weights, cut to the profile student's MACs
+            ref = inp.profile.default_student if inp.profile.default_student != FROM_TEACHER else REFERENCE_STUDENT
+            run.log(f"student: the teacher's own network, cut to the MACs of {ref} (blocks, then channels)")
+            ds = derive_student(inp.teacher, example=inp.example, val_images=inp.data.val.images,
+                                val_teacher_logits=tl.val, train_images=inp.data.train.images,
+                                macs=reference_macs(inp.example, inp.data.num_classes, ref),
+                                temperature=cfg.distill.temperature)
+            start, loaded = ds.model, None
+            info.update(start="derived from the teacher", derived={**ds.record, "macs_reference": ref})
+        else:
+            start, loaded = run.starting_student(name)
+            info.update(start="weights" if loaded else "random init", student_weights=loaded)
         res = distill(start, inp.data, tl, cfg.distill, steps=steps, seed=cfg.seed)
-        torch.save(_state(res.model), folder / "student.pt")
-        return {"student": name, "start": "weights" if loaded else "random init", "student_weights": loaded,
-                "steps_planned": steps, "steps_run": res.steps_run, "best_step": res.best_step,
+        if derived:
+            save_derived(res.model, inp.teacher, folder, inp.example)  # student.structure.json + student.pt
+        else:
+            torch.save(_state(res.model), folder / "student.pt")
+        return {**info, "steps_planned": steps, "steps_run": res.steps_run, "best_step": res.best_step,
                 "best_val_auc": res.best_val_auc, "val_kl": res.val_kl, "history": res.history}
 
     run.log(f"[2/6] distill {name}: {steps} steps of {cfg.distill.batch_size} ({tl.mode} teacher, "
             f"T={cfg.distill.temperature}, alpha={cfg.distill.alpha})")
     entry = run.store.run("distill", key, produce, name)
-    model = run.build_student(name)
-    model.load_state_dict(torch.load(entry.file("student.pt"), map_location="cpu", weights_only=True))
+    if derived:
+        model = load_derived(inp.teacher, entry.path, inp.example)
+    else:
+        model = run.build_student(name)
+        model.load_state_dict(torch.load(entry.file("student.pt"), map_location="cpu", weights_only=True))
     model.eval()
     run.copy_in(entry, "models/distilled")
     run.stages["distill"] = dict(entry.info)
@@ -251,7 +281,8 @@ def prune_student(run: Run, model: torch.nn.Module, tl, distill_key: str) -> tup
         return {"macs_before": res.macs_before, "macs_after": res.macs_after, "params_before": res.params_before,
                 "params_after": res.params_after, "steps": res.steps}
 
-    parts = ([f"{cfg.prune.depth} whole blocks"] if cfg.prune.depth else []) + \
+    parts = (["half of the removable blocks" if cfg.prune.depth is None else f"{cfg.prune.depth} whole blocks"]
+             if cfg.prune.depth != 0 else []) + \
         ([f"{cfg.prune.ratio:.0%} of MACs in {cfg.prune.steps} steps"] if cfg.prune.ratio > 0 else [])
     what = ", then ".join(parts)
     run.log(f"[3/6] prune {what} (Torch-Pruning DepGraph)")

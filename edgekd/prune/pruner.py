@@ -80,13 +80,14 @@ def prune(
     recovery_steps = (cfg.recovery_steps or 0) if recovery_steps is None else recovery_steps
     example = data.train.images[:1].to(_device_of(model))
     macs0, params0 = count_macs(model, example), count_params(model)
-    if cfg.ratio == 0 and cfg.depth == 0:
+    depth = auto_depth(model, example) if cfg.depth is None else cfg.depth
+    if cfg.ratio == 0 and depth == 0:
         model.eval()
         return PruneResult(model, params0, params0, macs0, macs0, [], macs0)
 
     steps: list[dict] = []
-    if cfg.depth > 0:
-        model, step = _prune_depth(model, data, teacher_logits, cfg, distill_cfg, seed, finetune_steps)
+    if depth > 0:
+        model, step = _prune_depth(model, data, teacher_logits, depth, distill_cfg, seed, finetune_steps)
         steps.append(step)
     classifier = _classifier_of(model)
     classifier_name = next(n for n, m in model.named_modules() if m is classifier)
@@ -113,16 +114,27 @@ def prune(
     return PruneResult(model, params0, count_params(model), macs0, steps[-1]["macs"], steps, target)
 
 
-def _prune_depth(model: torch.nn.Module, data: Dataset, teacher_logits: TeacherSignal, cfg: PruneConfig,
+def auto_depth(model: torch.nn.Module, example: torch.Tensor) -> int:
+    """The default depth: half of the blocks that keep their input's shape (rounded down).
+
+    Fewer layers is what makes a small student fast on a CPU (per-layer dispatch dominates at
+    medical image sizes); half keeps every stage and leaves the rest to distillation to recover.
+    """
+    from .depth import removable_blocks
+
+    return len(removable_blocks(copy.deepcopy(model).eval(), example)) // 2
+
+
+def _prune_depth(model: torch.nn.Module, data: Dataset, teacher_logits: TeacherSignal, depth: int,
                  distill_cfg: DistillConfig, seed: int, finetune_steps: int) -> tuple[torch.nn.Module, dict]:
-    """Remove ``cfg.depth`` blocks (least harmful first, scored on val), then fine-tune with distillation."""
+    """Remove ``depth`` blocks (least harmful first, scored on val), then fine-tune with distillation."""
     from .depth import remove_blocks
 
     n = min(len(data.val), 512)
     images = data.val.images[:n].to(_device_of(model))
-    slim, dstep = remove_blocks(model, cfg.depth, images, teacher_logits.val[:n], distill_cfg.temperature)
-    if len(dstep.removed) < cfg.depth:
-        warnings.warn(f"depth pruning removed {len(dstep.removed)} of {cfg.depth} blocks: no other block keeps its "
+    slim, dstep = remove_blocks(model, depth, images, teacher_logits.val[:n], distill_cfg.temperature)
+    if len(dstep.removed) < depth:
+        warnings.warn(f"depth pruning removed {len(dstep.removed)} of {depth} blocks: no other block keeps its "
                       "input's shape", RuntimeWarning, stacklevel=3)
     example = images[:1]
     _check_outputs(slim, example, data.num_classes)
@@ -238,7 +250,8 @@ def _check_config(cfg: PruneConfig) -> None:
         raise InputError(f"prune steps must be an integer >= 1, got {cfg.steps!r}")
     check_steps(cfg.recovery_steps, "prune recovery steps", allow_zero=True)
     check_steps(cfg.finetune_steps, "prune fine-tune steps", allow_zero=True)
-    if not isinstance(cfg.depth, int) or isinstance(cfg.depth, bool) or not 0 <= cfg.depth <= 64:
+    if cfg.depth is not None and (not isinstance(cfg.depth, int) or isinstance(cfg.depth, bool)
+                                  or not 0 <= cfg.depth <= 64):
         raise InputError(f"prune depth (blocks to remove) must be an integer in [0, 64], got {cfg.depth!r}")
     if cfg.importance not in IMPORTANCE:
         raise InputError(f"unknown prune importance '{cfg.importance}'{did_you_mean(cfg.importance, IMPORTANCE)}: "
