@@ -74,6 +74,35 @@ CASES = [
          "never downloads"),
     Case("timm-unknown", "misspelt timm architecture",
          "--teacher timm:resnet19 --teacher-weights weights.pt --data ok.npz", "did you mean"),
+    # ---- student weights (--student-weights) and unlabelled images (--unlabelled)
+    Case("student-weights-missing", "--student-weights file does not exist",
+         "--teacher teacher.onnx --data ok.npz --student lcnet_050 --student-weights nope.pt", "nope.pt"),
+    Case("student-weights-pickle", "student weights that are a pickled nn.Module",
+         "--teacher teacher.onnx --data ok.npz --student lcnet_050 --student-weights pickled.pt", "pickle"),
+    Case("student-weights-other-arch", "resnet10t weights for an lcnet_050 student",
+         "--teacher teacher.onnx --data ok.npz --student lcnet_050 --student-weights weights.pt", "resnet10t"),
+    Case("student-weights-truncated", "student weights cut short",
+         "--teacher teacher.onnx --data ok.npz --student lcnet_050 --student-weights truncated.pt", "truncated or corrupt"),
+    Case("student-weights-from-teacher", "--student-weights with --student from-teacher",
+         "--teacher teacher.onnx --data ok.npz --student from-teacher --student-weights weights.pt", "drop one"),
+    Case("unlabelled-with-labels", "an --unlabelled .npz that has labels",
+         "--teacher teacher.onnx --data ok.npz --unlabelled ok.npz", "has labels"),
+    Case("unlabelled-missing", "--unlabelled path does not exist",
+         "--teacher teacher.onnx --data ok.npz --unlabelled nowhere", "nowhere"),
+    Case("unlabelled-empty", "--unlabelled folder with no images",
+         "--teacher teacher.onnx --data ok.npz --unlabelled empty_dir", "no images"),
+    Case("unlabelled-colour-into-gray", "colour unlabelled images for grayscale data",
+         "--teacher teacher.onnx --data ok.npz --unlabelled unl_rgb.npz", "RGB"),
+    Case("unlabelled-wrong-size", "unlabelled images of another size (no --image-size)",
+         "--teacher teacher.onnx --data ok.npz --unlabelled unl_small.npz", "--image-size"),
+    # ---- training options
+    Case("max-steps-zero", "--max-steps 0", "--teacher teacher.onnx --data ok.npz --max-steps 0",
+         "--max-steps must be an integer >= 1"),
+    Case("unknown-augment", "misspelt augmentation policy", "--teacher teacher.onnx --data ok.npz --augment medicl",
+         "did you mean 'medical'"),
+    Case("unknown-teacher-mode", "unknown teacher mode", "--teacher teacher.onnx --data ok.npz --teacher-mode fast",
+         "unknown teacher mode"),
+    Case("mixup-range", "--mixup 2", "--teacher teacher.onnx --data ok.npz --mixup 2", "[0, 1]"),
     # ---- .npz data
     Case("data-missing", "data path does not exist", "--teacher teacher.onnx --data nope.npz", "does not exist"),
     Case("data-wrong-kind", "data is a .csv file", "--teacher teacher.onnx --data labels.csv", "not a supported dataset"),
@@ -219,6 +248,9 @@ def make_files(d: Path) -> None:
     _save_npz(d / "multilabel.npz", train_labels=np.zeros((24, 3), np.uint8))
     _save_npz(d / "mixed.npz", test_images=rng.integers(0, 255, (24, 32, 32, 3), dtype=np.uint8))
     _save_npz(d / "bomb.npz", size=256)
+    np.savez(d / "unl_rgb.npz", images=rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8))
+    np.savez(d / "unl_small.npz", images=rng.integers(0, 255, (6, 16, 16), dtype=np.uint8))
+    (d / "empty_dir").mkdir()
     (d / "noise.npz").write_bytes(rng.bytes(4096))
     (d / "labels.csv").write_text("file,label\n")
     _onnx(d / "teacher.onnx")

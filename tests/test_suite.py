@@ -30,8 +30,8 @@ teachers:
   small: {spec: "timm:resnet10t", weights: w.safetensors}
 targets: [intel-cpu, generic-cpu]
 settings:
-  a: {prune_ratio: 0.5, epochs: 1, image_size: 32, mean: 0.4}
-  b: {prune_ratio: 0.8, epochs: 1, quantize: false}
+  a: {prune_ratio: 0.5, max_steps: 4, image_size: 32, mean: 0.4}
+  b: {prune_ratio: 0.8, max_steps: 4, quantize: false}
 """
 
 
@@ -125,7 +125,7 @@ def test_the_matrix_is_teachers_x_datasets_x_settings_x_targets(suite_file):
 def test_settings_map_onto_the_compress_config(suite_file):
     run = load_suite(suite_file).runs()[0]
     cfg = run_config(run, Path("o"), Path("w"))
-    assert (cfg.target, cfg.prune.ratio, cfg.distill.epochs, cfg.preprocessing.image_size) == ("intel-cpu", 0.5, 1, 32)
+    assert (cfg.target, cfg.prune.ratio, cfg.distill.max_steps, cfg.preprocessing.image_size) == ("intel-cpu", 0.5, 4, 32)
     assert cfg.preprocessing.mean == (0.4,) and cfg.overwrite and cfg.teacher == "timm:resnet10t"
     assert run_config(load_suite(suite_file).runs()[2], Path("o"), None).quant.enabled is False
 
@@ -133,8 +133,8 @@ def test_settings_map_onto_the_compress_config(suite_file):
 @pytest.mark.parametrize("text, message", [
     (SUITE.replace("settings:", "setings:"), "unknown key 'setings' (did you mean 'settings'?)"),
     (SUITE.replace("prune_ratio: 0.5", "prune_ration: 0.5"), "unknown key 'prune_ration' (did you mean 'prune_ratio'?)"),
-    (SUITE.replace("epochs: 1, quantize", "epochs: one, quantize"), "'epochs' is 'one', expected an integer"),
-    (SUITE.replace("epochs: 1, quantize", "epochs: null, quantize"), "'epochs' is None, expected an integer"),
+    (SUITE.replace("max_steps: 4, quantize", "max_steps: one, quantize"), "'max_steps' is 'one', expected an integer"),
+    (SUITE.replace("max_steps: 4, quantize", "max_steps: null, quantize"), "'max_steps' is None, expected an integer"),
     (SUITE.replace("intel-cpu, generic", "intel-cpuu, generic"), "unknown target 'intel-cpuu'"),
     (SUITE.replace(", weights: w.safetensors", ""), "needs 'weights' (a file) or 'train'"),
     (SUITE.replace("weights: w.safetensors", "weights: w.safetensors, train: {epochs: 2}"), "'train' needs spec"),
