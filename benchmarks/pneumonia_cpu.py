@@ -8,7 +8,7 @@ on this machine):
   shipped AUC >= teacher AUC − 0.01; shipped p50 >= 30× faster than the torch fp32 teacher and
   >= 3× faster than the teacher's OpenVINO INT8 PTQ; shipped file >= 20× smaller than the
   teacher's fp32 ONNX; the whole compress under 15 minutes.
-The student is each target's default (lcnet_100 for the CPU targets): --prune-depth (6) whole blocks removed,
+The student is lcnet_100 (the CPU targets' zoo student): --prune-depth (6) whole blocks removed,
 then channels pruned to --prune-ratio (0.9) of the MACs removed in all (the suite's depth6-r90 setting).
 Data: $EDGEKD_PNEUMONIA or ../shared/data/pneumoniamnist.npz (never committed).
 """

@@ -76,6 +76,9 @@ def check_settings(cfg: CompressConfig) -> None:
     _check_args(cfg.distill, 0, cfg.distill.lr)
     check_augment(cfg.distill.augment, cfg.distill.mixup)
     check_teacher_mode(cfg.distill.teacher_mode, cfg.distill.cached_views)
+    from .distill.features import check_feature_weight
+
+    check_feature_weight(cfg.distill.feature_kd)
     _check_config(cfg.prune)
     check_quant_config(cfg.quant)
     if cfg.bench.threads is not None:
@@ -146,6 +149,10 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
         in_chans=data.channels, num_classes=data.num_classes,
     )
     teacher.check(data.channels, data.num_classes, data.image_size)
+    if cfg.distill.feature_kd:
+        from .distill.features import check_feature_kd
+
+        check_feature_kd(cfg.distill.feature_kd, teacher.module)
     if name == FROM_TEACHER:
         from .errors import EdgekdError
         from .models.derived import check_derivable, derived_base

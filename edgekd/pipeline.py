@@ -166,7 +166,7 @@ def teacher_signal(run: Run) -> tuple["object", str]:
     image_bytes = int(pool.images[0].numel())
     views = cached_view_count(len(pool), run.budget.distill, cfg.batch_size, image_bytes, cfg.cached_views)
     mode, why = choose_mode(cfg.teacher_mode, augment=aug.active, n_pool=len(pool), steps=run.budget.distill,
-                            batch_size=cfg.batch_size, views=views)
+                            batch_size=cfg.batch_size, views=views, features=cfg.feature_kd > 0)
     key = run.store.key("teacher-signal", run.teacher_key, run.data_key, unl.sha256 if unl is not None else None,
                         mode, views if mode == "cached" else None, cfg.augment, cfg.flips, cfg.mixup, run.cfg.seed)
 
@@ -185,6 +185,8 @@ def teacher_signal(run: Run) -> tuple["object", str]:
                         std=aug._std.view(1, c, 1, 1), info=dict(entry.info))
     if mode == "online":
         sig.teacher = inp.teacher.logits
+        if cfg.feature_kd > 0:
+            sig.feature_module = inp.teacher.module
     elif mode == "cached":
         arrays = load_views(entry.path)
         sig.views, sig.view_logits = arrays["views"], arrays["view_logits"]
@@ -235,7 +237,7 @@ def distill_student(run: Run, tl, tl_key: str) -> tuple[torch.nn.Module, Candida
         else:
             start, loaded = run.starting_student(name)
             info.update(start="weights" if loaded else "random init", student_weights=loaded)
-        res = distill(start, inp.data, tl, cfg.distill, steps=steps, seed=cfg.seed)
+        res = distill(start, inp.data, tl, cfg.distill, steps=steps, seed=cfg.seed, features=True)
         if derived:
             save_derived(res.model, inp.teacher, folder, inp.example)  # student.structure.json + student.pt
         else:

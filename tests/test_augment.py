@@ -141,3 +141,52 @@ def test_bad_augmentation_settings_are_one_clear_error(kw):
     args = {"name": "medical", "mixup": 0.0, **kw}
     with pytest.raises(InputError):
         Augmenter(args["name"], mean=(0.5,), std=(0.5,), channels=1, mixup=args["mixup"])
+
+
+# ---------------------------------------------------------------- feature distillation (--feature-kd)
+def test_feature_hint_trains_the_adapter_and_leaves_the_student_exportable():
+    from edgekd._compat import import_timm
+    from edgekd.distill.features import FeatureHint
+
+    timm = import_timm()
+    teacher = timm.create_model("resnet10t", pretrained=False, in_chans=1, num_classes=2).eval()
+    student = timm.create_model("lcnet_050", pretrained=False, in_chans=1, num_classes=2)
+    x = images(n=8, size=32)
+    hint = FeatureHint.between(student, teacher, x)
+    with torch.no_grad():
+        tf = teacher.forward_features(x)
+    opt = torch.optim.SGD(list(hint.parameters()) + list(student.parameters()), lr=0.5)
+    losses = []
+    for _ in range(15):
+        loss = hint.loss(student.forward_features(x), tf)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.7 * losses[0]  # the hint is learnable: features move toward the teacher's
+    assert student(x).shape == (8, 2)  # the adapter is not part of the student
+
+
+def test_feature_kd_needs_a_timm_teacher_and_runs_it_online():
+    from edgekd.distill.features import check_feature_kd
+
+    with pytest.raises(InputError, match="timm torch module"):
+        check_feature_kd(1.0, None)
+    with pytest.raises(InputError, match=r"\[0, 100\]"):
+        check_feature_kd(-1.0, None)
+    check_feature_kd(0.0, None)  # off: any teacher
+    assert choose_mode("cached", augment=True, n_pool=550, steps=1500, batch_size=64, views=32, features=True)[0] == "online"
+
+
+def test_online_feature_batches_carry_the_teachers_features_for_the_same_view():
+    from edgekd._compat import import_timm
+
+    teacher = import_timm().create_model("resnet10t", pretrained=False, in_chans=1, num_classes=2).eval()
+    pool = Pool.of(images(n=6, size=32), torch.arange(6) % 2)
+    sig = build_signal("online", pool, images(n=4, size=32, seed=3), lambda x: teacher(x).detach(), medical(),
+                       views=0, seed=0)
+    sig.feature_module = teacher
+    b = sig.batch(torch.arange(6), seed=4)
+    with torch.no_grad():
+        assert torch.allclose(b.features, teacher.forward_features(b.images), atol=1e-5)
+        assert torch.allclose(b.teacher, teacher(b.images), atol=1e-5)

@@ -45,6 +45,7 @@ def compress(
     augment: Optional[str] = typer.Option(None, help="Augmentation the teacher and student both see: medical (default: small affine, brightness, contrast, gamma, noise) or none."),
     allow_flips: bool = typer.Option(False, "--allow-flips", help="Also flip images left-right (off by default: anatomy has a left and a right)."),
     mixup: Optional[float] = typer.Option(None, help="Share of batches mixed pairwise (mixup; default 0.5; 0 disables)."),
+    feature_kd: Optional[float] = typer.Option(None, help="Weight of a FitNets feature-hint loss (timm teachers; runs the teacher online; default 0: logits only)."),
     teacher_mode: Optional[str] = typer.Option(None, help="auto (default), online (teacher on every batch) or cached (augmented views labelled once)."),
     temperature: Optional[float] = typer.Option(None, help="Distillation temperature T (default 4)."),
     alpha: Optional[float] = typer.Option(None, help="Weight of the label CE term; 1-alpha goes to T²·KL (default 0.3)."),
@@ -91,7 +92,7 @@ def compress(
             pre = replace(pre, std=_floats(std, "--std"))
         cfg.preprocessing = pre
         _set(cfg.distill, student=student, student_weights=student_weights, max_steps=max_steps, temperature=temperature, alpha=alpha,
-             augment=augment, mixup=mixup, teacher_mode=teacher_mode)
+             augment=augment, mixup=mixup, teacher_mode=teacher_mode, feature_kd=feature_kd)
         cfg.distill.flips = allow_flips
         _set(cfg.prune, ratio=prune_ratio, steps=prune_steps, recovery_steps=recovery_steps, depth=prune_depth)
         _set(cfg.quant, qat_steps=qat_steps)

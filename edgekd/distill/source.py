@@ -51,6 +51,7 @@ class Batch:
     labels: torch.Tensor  # N int64, -1 for unlabelled images
     partner_labels: torch.Tensor  # N int64: label of the image mixed in (= labels when not mixed)
     lam: torch.Tensor  # N float32: weight of the image's own label
+    features: torch.Tensor | None = None  # the teacher's last feature map on those images (--feature-kd)
 
 
 @dataclass
@@ -91,6 +92,7 @@ class TeacherSignal:
     mean: torch.Tensor | None = None  # 1×C×1×1, to turn stored pixels back into model inputs
     std: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
+    feature_module: torch.nn.Module | None = None  # online + --feature-kd: the teacher as a timm module
 
     @classmethod
     def plain(cls, train_images: torch.Tensor, train_labels: torch.Tensor, train_logits: torch.Tensor,
@@ -111,9 +113,14 @@ class TeacherSignal:
             return Batch(self.pool.images[idx], self.clean[idx], labels, labels, torch.ones(len(idx)))
         if self.mode == "online":
             mixed = self.augmenter(self.pool.images[idx], seed)
+            feats = None
             with torch.no_grad():
-                t = self.teacher(mixed.images).float()
-            return Batch(mixed.images, t, labels, labels[mixed.partner], mixed.lam)
+                if self.feature_module is not None:
+                    feats = self.feature_module.forward_features(mixed.images)
+                    t = self.feature_module.forward_head(feats).float()
+                else:
+                    t = self.teacher(mixed.images).float()
+            return Batch(mixed.images, t, labels, labels[mixed.partner], mixed.lam, feats)
         g = torch.Generator().manual_seed(seed)
         v = torch.randint(self.views.shape[0], (len(idx),), generator=g).numpy()
         i = idx.numpy()
@@ -137,8 +144,10 @@ def cached_view_count(n_pool: int, steps: int, batch_size: int, image_bytes: int
 
 
 def choose_mode(mode: str, *, augment: bool, n_pool: int, steps: int, batch_size: int, views: int,
-                device: str = "cpu") -> tuple[str, str]:
+                device: str = "cpu", features: bool = False) -> tuple[str, str]:
     """(mode, why): deterministic, so that the same settings always train the same way."""
+    if features:
+        return "online", "--feature-kd needs the teacher's features for every view: the teacher runs on each batch"
     if not augment:
         return "plain", "--augment none: the clean images and the teacher's logits on them"
     if mode == "online":

@@ -71,13 +71,15 @@ def distill(
     seed: int = 0,
     desc: str = "distill",
     keep_start: bool = False,
+    features: bool = False,
 ) -> DistillResult:
     """Train ``student`` in place for ``steps`` optimizer steps on the signal's batches.
 
     ``keep_start``: the model before training is a candidate too (fine-tunes of a pruned or
     quantized model never return something further from the teacher than what they were given).
     Early stopping only after ``cfg.min_fraction`` of the budget, when ``cfg.patience``
-    evaluations in a row did not lower the val KL.
+    evaluations in a row did not lower the val KL. ``features``: add the FitNets hint loss
+    (weight ``cfg.feature_kd``) when the signal carries the teacher's features (online mode).
     """
     lr = cfg.lr if lr is None else lr
     _check_args(cfg, steps, lr)
@@ -93,7 +95,15 @@ def distill(
         student.eval()
         return DistillResult(student, auc0, 0, history, auc0, 0, kl0, 0)
 
-    optimizer = torch.optim.AdamW(_param_groups(student, cfg.weight_decay), lr=lr)
+    hint = None
+    if features and cfg.feature_kd > 0 and signal.feature_module is not None:
+        from .features import FeatureHint
+
+        hint = FeatureHint.between(student, signal.feature_module, data.train.images[:2].to(device))
+    groups = _param_groups(student, cfg.weight_decay)
+    if hint is not None:
+        groups.append({"params": list(hint.parameters()), "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg.warmup_fraction))
     every = max(1, steps // max(1, cfg.evaluations))
     eval_at = set(range(every, steps + 1, every)) | {steps}
@@ -106,9 +116,15 @@ def distill(
     for step in track(range(1, steps + 1), f"{desc} ({steps} steps)", total=steps):
         idx = order.next()
         b = signal.batch(idx, step_seed(seed, step))
-        logits = student(b.images.to(device))
+        if hint is not None:
+            feats = student.forward_features(b.images.to(device))
+            logits = student.forward_head(feats)
+        else:
+            logits = student(b.images.to(device))
         loss = kd_loss_mixed(logits, b.teacher.to(device), b.labels.to(device), b.partner_labels.to(device),
                              b.lam.to(device), temperature=cfg.temperature, alpha=cfg.alpha)
+        if hint is not None:
+            loss = loss + cfg.feature_kd * hint.loss(feats, b.features.to(device))
         if not torch.isfinite(loss):
             warnings.warn(f"{desc}: loss became non-finite at step {step} (learning rate {lr:g} too high?); "
                           "stopping and keeping the best checkpoint so far", RuntimeWarning, stacklevel=2)
