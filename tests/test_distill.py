@@ -259,3 +259,17 @@ def test_distill_rejects_bad_overrides(data, tl, kw):
 def test_distill_rejects_bad_config(data, tl, cfg):
     with pytest.raises(InputError):
         distill(TinyCNN(), data, tl, cfg, steps=1)
+
+
+def test_unlabelled_images_teach_the_student_through_the_teacher_alone(data):
+    """4 labelled images and 188 unlabelled ones: the student learns the task from the teacher's soft targets."""
+    from edgekd.distill.source import Pool
+
+    t = SquareTeacher().eval()
+    few = Split(data.train.images[:4], data.train.labels[:4])
+    d = Dataset(few, data.val, data.test, 2, 1, (32, 32), ["a", "b"], "synthetic", Preprocessing(channels=1))
+    pool = Pool.of(few.images, few.labels, data.train.images[4:])
+    assert pool.labelled == 4 and (pool.labels[4:] == -1).all()
+    sig = TeacherSignal("plain", pool, predict_logits(t, data.val.images), predict_logits(t, pool.images))
+    res = distill(TinyCNN(), d, sig, DistillConfig(batch_size=32, lr=5e-3, evaluations=4), steps=40, seed=0)
+    assert res.best_val_auc > 0.9

@@ -72,6 +72,15 @@ def test_compress_ships_a_verified_student_and_writes_the_report(data_and_teache
     assert f"**Shipped: `{report['shipped']}`**" in md
     assert f"{shipped['metrics']['auc']:.4f}" in md
     assert not list(tmp_path.glob(".build.partial*"))
+    # how the student was taught: the step budget asked for, the teacher's mode, the views, the start
+    tr = report["training"]
+    assert tr["budget"]["distill_steps"] == 16 and tr["budget"]["source"] == "--max-steps"
+    assert (tr["budget"]["prune_recovery_steps"], tr["budget"]["qat_steps"]) == (4, 4)
+    assert tr["teacher_mode"] in ("online", "cached") and tr["teacher_mode_reason"]
+    assert any("affine" in op for op in tr["augmentation"]["ops"])
+    distilled = report["stages"]["distill"]
+    assert distilled["steps_planned"] == 16 and 0 < distilled["best_step"] <= 16
+    assert distilled["student"] == "from-teacher" and distilled["derived"]["route"]  # the ONNX teacher, shrunk
 
 
 def test_when_nothing_qualifies_it_exits_non_zero_and_keeps_the_evidence(data_and_teacher, tmp_path):

@@ -67,6 +67,9 @@ def quantize_ptq(
     if subset_size is not None and (not isinstance(subset_size, int) or subset_size < 1):
         raise InputError(f"calibration subset size must be an integer >= 1, got {subset_size!r}")
     n = len(calibration) if subset_size is None else min(subset_size, len(calibration))
+    from ._nncf_ext import prepare_nncf
+
+    prepare_nncf(lambda msg: None)  # the pipeline already did (and logged); direct callers get the same timeout
     fp32 = copy.deepcopy(model).eval()
     if isinstance(fp32, torch.nn.Sequential):
         fp32 = _SequentialWrapper(fp32).eval()
