@@ -180,32 +180,14 @@ def load_derived(teacher: Teacher, folder: Path, example: torch.Tensor) -> torch
 def _remove_blocks(model: torch.nn.Module, images: torch.Tensor, teacher_logits: torch.Tensor, depth: int | None,
                    temperature: float, calib: torch.Tensor) -> tuple[torch.nn.Module, list[str], list[float]]:
     """Greedy removal, least harmful first; every stage (``nn.Sequential``) keeps at least one block."""
-    from ..prune.depth import _kd_score, removable_blocks, replace_with_identity
+    from ..prune.depth import remove_blocks
 
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 0):
         raise EdgekdError(f"derived student depth (blocks to remove) must be an integer >= 0, got {depth!r}")
-    model = copy.deepcopy(model).eval()
-    example = images[:1]
-    limit = _default_depth(model, example) if depth is None else depth
-    removed: list[str] = []
-    scores: list[float] = []
-    while len(removed) < limit:
-        candidates = [c for c in removable_blocks(model, example) if _stage_keeps_one(model, c)]
-        if not candidates:
-            break
-        best, best_score = None, float("inf")
-        for name in candidates:
-            trial = copy.deepcopy(model)
-            replace_with_identity(trial, name)
-            _recalibrate_bn(trial, calib)
-            score = _kd_score(trial, images, teacher_logits, temperature)
-            if score < best_score:
-                best, best_score = name, score
-        replace_with_identity(model, best)
-        _recalibrate_bn(model, calib)
-        removed.append(best)
-        scores.append(best_score)
-    return model, removed, scores
+    limit = _default_depth(model, images[:1]) if depth is None else depth
+    slim, step = remove_blocks(model, limit, images, teacher_logits, temperature, allowed=_stage_keeps_one,
+                               refit=lambda m: _recalibrate_bn(m, calib))
+    return slim, list(step.removed), list(step.scores)
 
 
 _BN = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)

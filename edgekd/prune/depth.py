@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -80,26 +81,33 @@ def _kd_score(model: torch.nn.Module, images: torch.Tensor, teacher_logits: torc
 
 
 def remove_blocks(model: torch.nn.Module, n: int, images: torch.Tensor, teacher_logits: torch.Tensor,
-                  temperature: float) -> tuple[torch.nn.Module, DepthStep]:
+                  temperature: float, *, allowed: Callable[[torch.nn.Module, str], bool] | None = None,
+                  refit: Callable[[torch.nn.Module], None] | None = None) -> tuple[torch.nn.Module, DepthStep]:
     """A copy of ``model`` with ``n`` blocks replaced by ``nn.Identity``, the least harmful first.
 
-    Stops early (fewer removed) when no removable block is left.
+    ``allowed(model, name)`` can rule blocks out (e.g. the last one of a stage); ``refit(model)``
+    runs after every cut, before scoring (e.g. re-estimating BatchNorm statistics). Stops early
+    (fewer removed) when no removable block is left.
     """
     model = copy.deepcopy(model).eval()
     example = images[:1]
     removed, scores = [], []
     for _ in range(n):
-        candidates = removable_blocks(model, example)
+        candidates = [c for c in removable_blocks(model, example) if allowed is None or allowed(model, c)]
         if not candidates:
             break
         best_name, best_score = None, float("inf")
         for name in candidates:
             trial = copy.deepcopy(model)
             replace_with_identity(trial, name)
+            if refit is not None:
+                refit(trial)
             score = _kd_score(trial, images, teacher_logits, temperature)
             if score < best_score:
                 best_name, best_score = name, score
         replace_with_identity(model, best_name)
+        if refit is not None:
+            refit(model)
         removed.append(best_name)
         scores.append(best_score)
     return model, DepthStep(removed, scores)
