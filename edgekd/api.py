@@ -123,10 +123,9 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
 
     from .models.derived import FROM_TEACHER
 
-    # default: the teacher's own network shrunk (measured better than a fresh zoo student, benchmarks/README.md),
-    # unless --student-weights asks for a zoo student; the profile's student when the teacher cannot be derived
-    default = profile.default_student if cfg.distill.student_weights is not None else FROM_TEACHER
-    name = cfg.distill.student or default
+    # default: the teacher's own network shrunk when the teacher is a torch module (timm, pickle: measured better
+    # than a fresh zoo student, benchmarks/README.md); otherwise, or with --student-weights, the profile's student
+    name = cfg.distill.student or profile.default_student
     if name == FROM_TEACHER and cfg.distill.student_weights is not None:
         raise InputError("--student-weights is for a zoo student; --student from-teacher starts from the teacher's "
                          "own weights: drop one of the two")
@@ -153,6 +152,8 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
         from .distill.features import check_feature_kd
 
         check_feature_kd(cfg.distill.feature_kd, teacher.module)
+    if cfg.distill.student is None and cfg.distill.student_weights is None and teacher.format in ("timm", "pickle"):
+        name = FROM_TEACHER
     if name == FROM_TEACHER:
         from .errors import EdgekdError
         from .models.derived import check_derivable, derived_base
@@ -410,8 +411,9 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
             if cfg.quant.enabled and "int8" in profile.precisions:
                 qmodel, qcands, qkey = quantize_student(run, student, fp32_source, tl, key)
                 cands += qcands
-                log("[5/6] lower to ONNX and OpenVINO (fp32 and INT8), each checked against its torch source")
-                lowered += lower(run, qmodel, qcands[-1], "int8", qkey, opset)
+                if qmodel is not None:
+                    log("[5/6] lower to ONNX and OpenVINO (fp32 and INT8), each checked against its torch source")
+                    lowered += lower(run, qmodel, qcands[-1], "int8", qkey, opset)
             else:
                 log("[4/6] quantize: skipped" + (" (target allows no int8)" if cfg.quant.enabled else ""))
                 log("[5/6] lower to ONNX and OpenVINO (fp32), each checked against its torch source")

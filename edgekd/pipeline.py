@@ -25,6 +25,7 @@ import torch
 from ._io import sha256_file, size_on_disk
 from .bench.candidates import Candidate, state_dict_bytes
 from .config import CompressConfig
+from .errors import EdgekdError
 from .stagecache import DONE, StageEntry, StageStore, digest
 
 Log = Callable[[str], None]
@@ -324,7 +325,13 @@ def quantize_student(run: Run, model: torch.nn.Module, fp32: Candidate, tl, prun
     probe = calib[:8]
 
     def produce(folder: Path) -> dict:
-        ptq = quantize_ptq(model, calib)  # NNCF's extension was prepared above
+        try:
+            ptq = quantize_ptq(model, calib)  # NNCF's extension was prepared above
+        except EdgekdError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - NNCF cannot trace this student: INT8 is skipped, fp32 still ships
+            reason = f"NNCF could not quantize this student ({type(exc).__name__}: {str(exc)[:120]})"
+            return {"skipped": reason, "calibration_samples": len(calib), "qat_steps": 0}
         info: dict = {"calibration_samples": len(calib), "qat_steps": qat_steps}
         _save_quantized(ptq, probe, folder / "ptq.pt")
         if qat_steps > 0:
@@ -342,6 +349,10 @@ def quantize_student(run: Run, model: torch.nn.Module, fp32: Candidate, tl, prun
     entry = run.store.run("quantize", key, produce, "PTQ + QAT")
     run.copy_in(entry, "models/quantized")
     run.stages["quantize"] = dict(entry.info, nncf_kernels=nncf_kernels())
+    if entry.info.get("skipped"):
+        run.log(f"INT8 skipped: {entry.info['skipped']}; the fp32 candidates remain (a zoo student, --student "
+                f"{inp.profile.default_student}, quantizes)")
+        return None, [], key
 
     def rebuild(name: str) -> torch.nn.Module:
         # NNCF's quantizer placement does not depend on the statistics: PTQ on one image rebuilds the
