@@ -12,6 +12,8 @@ then runs `compress` with no training, pruning or budget options, and prints one
           >= 30× lower than the torch fp32 teacher, file >= 20× smaller than its fp32 ONNX
   demo    the embedded demo for jetson-nano with the default budget (the README's first command)
   small-zoo  the small case with a fresh lcnet_100 instead of the default teacher-derived student
+  small-unl  the small case plus the rest of the train split as --unlabelled images (labels removed)
+  small-fkd  the small case with --feature-kd 1 (FitNets hints, teacher online)
 and for every case the whole compress time (target: < 10 min on 2 cores at 64×64).
 Data: $EDGEKD_PNEUMONIA / $EDGEKD_RETINA or ../shared/data/*.npz (never committed).
 """
@@ -49,6 +51,16 @@ def stratified_slice(src: Path, dst: Path, n_train: int, n_val: int, seed: int) 
     return dst
 
 
+def rest_unlabelled(small: Path, out: Path) -> Path:
+    """The rest of PneumoniaMNIST's train split (not in the small slice), labels removed."""
+    dst = out / "pneumonia-rest-unlabelled.npz"
+    if not dst.exists():
+        kept = {a.tobytes() for a in np.load(small)["train_images"]}
+        rest = [a for a in np.load(PNEUMONIA)["train_images"] if a.tobytes() not in kept]
+        np.savez(dst, images=np.stack(rest))
+    return dst
+
+
 def teacher(data: Path, out: Path, epochs: int, seed: int) -> Path:
     from edgekd.bench.suite_run import train_teacher
 
@@ -60,14 +72,15 @@ def teacher(data: Path, out: Path, epochs: int, seed: int) -> Path:
 
 
 def run(name: str, target: str, out: Path, data: Path | None, weights: Path | None, image_size: int | None,
-        **distill: object) -> dict:
+        unlabelled: Path | None = None, **distill: object) -> dict:
     from edgekd.api import compress
     from edgekd.config import CompressConfig, Preprocessing
     from edgekd.errors import NotShippedError
 
     cfg = CompressConfig(target=target, out=out / "runs" / f"{name}-{target}", overwrite=True,
                          teacher="timm:resnet18" if weights else None, teacher_weights=weights, data=data,
-                         cache_dir=out / "cache", preprocessing=Preprocessing(image_size=image_size))
+                         cache_dir=out / "cache", preprocessing=Preprocessing(image_size=image_size),
+                         unlabelled=unlabelled)
     for k, v in distill.items():  # only for the comparison cases; the target cases use the defaults
         setattr(cfg.distill, k, v)
     t0 = time.perf_counter()
@@ -108,6 +121,13 @@ def main() -> int:
         elif case == "small-zoo":  # the comparison that chose the default start: a fresh zoo student
             d = stratified_slice(PNEUMONIA, args.out / "pneumonia-550.npz", 550, 80, 0)
             rows.append(run(case, "intel-cpu", args.out, d, teacher(d, args.out, 30, args.seed), 64, student="lcnet_100"))
+        elif case in ("small-unl", "small-fkd"):  # what unlabelled images and feature hints buy on the small set
+            d = stratified_slice(PNEUMONIA, args.out / "pneumonia-550.npz", 550, 80, 0)
+            w = teacher(d, args.out, 30, args.seed)
+            if case == "small-unl":
+                rows.append(run(case, "intel-cpu", args.out, d, w, 64, unlabelled=rest_unlabelled(d, args.out)))
+            else:
+                rows.append(run(case, "intel-cpu", args.out, d, w, 64, feature_kd=1.0))
         elif case == "retina":
             rows.append(run(case, "intel-cpu", args.out, RETINA, teacher(RETINA, args.out, 20, args.seed), 64))
         elif case == "full":

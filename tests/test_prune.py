@@ -43,7 +43,7 @@ DCFG = DistillConfig(batch_size=24)
 def test_prune_reaches_macs_target_and_removes_channels(name, data, tl):
     model = student(name)
     convs_before = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    res = prune(model, data, tl, PruneConfig(ratio=0.5, steps=2), DCFG,
+    res = prune(model, data, tl, PruneConfig(depth=0, ratio=0.5, steps=2), DCFG,
                 finetune_steps=6, recovery_steps=6)
     assert isinstance(res, PruneResult)
     target = 0.5 * res.macs_before
@@ -72,7 +72,7 @@ def test_prune_reaches_macs_target_and_removes_channels(name, data, tl):
 @pytest.mark.parametrize("name, importance", [("lcnet_050", "taylor"), ("efficientnet_b0", "magnitude"),
                                               ("mobilenetv3_small_050", "taylor")])
 def test_prune_other_students_one_step(name, importance, data, tl):
-    cfg = PruneConfig(ratio=0.3, steps=1, importance=importance)
+    cfg = PruneConfig(depth=0, ratio=0.3, steps=1, importance=importance)
     res = prune(student(name), data, tl, cfg, DCFG)
     assert (1 - TOLERANCE) * 0.7 * res.macs_before <= res.macs_after <= 0.7 * res.macs_before
     assert res.params_after < res.params_before
@@ -82,7 +82,7 @@ def test_prune_other_students_one_step(name, importance, data, tl):
 def test_ratio_zero_is_a_no_op(data, tl):
     model = student("mobilenetv3_small_050")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    res = prune(model, data, tl, PruneConfig(ratio=0.0), DCFG)
+    res = prune(model, data, tl, PruneConfig(depth=0, ratio=0.0), DCFG)
     assert res.model is model and res.steps == []
     assert res.macs_after == res.macs_before and res.params_after == res.params_before
     assert all(torch.equal(before[k], v) for k, v in res.model.state_dict().items())
@@ -91,7 +91,7 @@ def test_ratio_zero_is_a_no_op(data, tl):
 @pytest.mark.parametrize("ratio", [-0.1, 0.95, 1.0, math.nan, "half"])
 def test_bad_ratio_is_rejected(ratio, data, tl):
     with pytest.raises(InputError, match="prune ratio"):
-        prune(student("resnet10t"), data, tl, PruneConfig(ratio=ratio), DCFG)
+        prune(student("resnet10t"), data, tl, PruneConfig(depth=0, ratio=ratio), DCFG)
 
 
 def test_unknown_importance_lists_allowed_values(data, tl):
@@ -101,7 +101,7 @@ def test_unknown_importance_lists_allowed_values(data, tl):
 
 def test_bad_steps_are_rejected(data, tl):
     with pytest.raises(InputError, match="steps"):
-        prune(student("resnet10t"), data, tl, PruneConfig(steps=0), DCFG)
+        prune(student("resnet10t"), data, tl, PruneConfig(depth=0, steps=0), DCFG)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter is the one that works here
@@ -110,7 +110,7 @@ def test_pruned_model_exports_to_onnx_and_quantizes_with_nncf(data, tl):
 
     from edgekd.quantize import quantize_ptq
 
-    res = prune(student("mobilenetv3_small_050"), data, tl, PruneConfig(ratio=0.5, steps=1), DCFG,
+    res = prune(student("mobilenetv3_small_050"), data, tl, PruneConfig(depth=0, ratio=0.5, steps=1), DCFG,
                 finetune_steps=0, recovery_steps=6)
     x = data.val.images[:4]
     buf = io.BytesIO()

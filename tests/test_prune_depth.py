@@ -72,3 +72,15 @@ def test_depth_only_pruning(data, tl):
 def test_bad_depth_is_rejected(depth, data, tl):
     with pytest.raises(InputError, match="prune depth"):
         prune(student("lcnet_050"), data, tl, PruneConfig(depth=depth), FAST)
+
+
+def test_the_default_depth_removes_half_of_the_removable_blocks(data, tl):
+    from edgekd.prune.depth import removable_blocks
+    from edgekd.prune.pruner import auto_depth
+
+    m = student("lcnet_050")
+    n = len(removable_blocks(m, data.train.images[:1]))
+    assert n >= 2 and auto_depth(m, data.train.images[:1]) == n // 2
+    res = prune(m, data, tl, PruneConfig(ratio=0.0), FAST, finetune_steps=0, recovery_steps=0)
+    assert PruneConfig().depth is None
+    assert len(res.steps[0]["removed_blocks"]) == n // 2

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 # TensorRT target: the shipped candidate is chosen by the profile's precision order, not by host
 # latency, so the whole result is deterministic; INT8 is allowed, so the quantize stage runs.
 TARGET = ["--target", "jetson-orin-nano", "--max-auc-drop", "1.0", "--max-sensitivity-drop", "1.0"]
-STAGES = ("teacher-logits", "baselines", "distill", "prune", "lower-fp32", "quantize", "lower-int8")
+STAGES = ("teacher-signal", "baselines", "distill", "prune", "lower-fp32", "quantize", "lower-int8")
 METRICS = ("accuracy", "auc", "sensitivity", "specificity", "threshold")
 
 
@@ -135,10 +135,10 @@ def test_a_killed_run_leaves_nothing_that_looks_finished(runs):
 
 def test_the_resumed_run_reuses_finished_stages_and_says_so(runs):
     second, resumed = runs["observed"]["b2_log"], runs["observed"]["resumed_log"]
-    for stage in ("teacher-logits", "baselines", "distill"):
+    for stage in ("teacher-signal", "baselines", "distill"):
         assert f"reusing finished stage {stage}" in second
     assert "reusing finished stage prune" not in second  # killed before prune had finished? no: prune ran in run 2
-    for stage in ("teacher-logits", "baselines", "distill", "prune", "lower-fp32"):
+    for stage in ("teacher-signal", "baselines", "distill", "prune", "lower-fp32"):
         assert f"reusing finished stage {stage}" in resumed
     assert "reusing finished stage quantize" not in resumed  # killed mid-stage: computed again
 
@@ -166,7 +166,7 @@ def test_a_changed_setting_reruns_exactly_the_stages_after_it(runs, tmp_path):
     r = subprocess.run(cmd, env=env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:]
     reused = {s for s in STAGES if f"reusing finished stage {s}" in r.stdout}
-    assert reused == {"teacher-logits", "baselines", "distill", "prune", "lower-fp32"}
+    assert reused == {"teacher-signal", "baselines", "distill", "prune", "lower-fp32"}
 
 
 def test_force_reruns_every_stage(runs, tmp_path):
@@ -188,4 +188,4 @@ def test_ctrl_c_says_where_it_stopped_and_exits_130(runs, tmp_path):
     assert "interrupted during stage distill" in log and "run the same command again to resume" in log
     assert "Traceback" not in log
     assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
-    assert sorted(entries(cache)) == ["baselines", "teacher-logits"] and not list(cache.glob(".tmp-*"))
+    assert sorted(entries(cache)) == ["baselines", "teacher-signal"] and not list(cache.glob(".tmp-*"))

@@ -316,7 +316,7 @@ datasets: {syn: {path: syn.npz}}
 teachers: {r10: {spec: "timm:resnet10t", train: {epochs: 1, batch_size: 16}}}
 targets: [generic-cpu]
 settings:
-  quick: {student: mobilenetv3_small_050, epochs: 1, views: [identity], prune_ratio: 0, quantize: false,
+  quick: {student: mobilenetv3_small_050, max_steps: 4, augment: none, prune_ratio: 0, prune_depth: 0, quantize: false,
           calibration_samples: 16, iterations: 5, max_iterations: 5, warmup: 1, batch: 2, max_auc_drop: 1.0,
           max_sensitivity_drop: 1.0}
 """)

@@ -119,11 +119,15 @@ def _nncf_records() -> Iterator[list[logging.LogRecord]]:
 
     logger = logging.getLogger("nncf")
     capture = _Capture()
+    level = logger.level
+    if logger.getEffectiveLevel() > logging.WARNING:  # quieted (the CLI does): still see the fallback's reason
+        logger.setLevel(logging.WARNING)
     logger.addFilter(capture)
     try:
         yield records
     finally:
         logger.removeFilter(capture)
+        logger.setLevel(level)
 
 
 def _fallback_reason(records: list[logging.LogRecord]) -> str:
