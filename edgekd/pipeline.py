@@ -181,9 +181,8 @@ def teacher_signal(run: Run) -> tuple["object", str]:
     entry = run.store.run("teacher-signal", key, produce, what)
     with np.load(entry.file("teacher_logits.npz"), allow_pickle=False) as z:
         clean, val = torch.from_numpy(z["clean"]), torch.from_numpy(z["val"])
-    c = d.channels
-    sig = TeacherSignal(mode, pool, val, clean, augmenter=aug, mean=aug._mean.view(1, c, 1, 1),
-                        std=aug._std.view(1, c, 1, 1), info=dict(entry.info))
+    sig = TeacherSignal(mode, pool, val, clean, augmenter=aug, mean=aug.mean,
+                        std=aug.std, info=dict(entry.info))
     if mode == "online":
         sig.teacher = inp.teacher.logits
         if cfg.feature_kd > 0:

@@ -54,9 +54,9 @@ class Augmenter:
                  flips: bool = False, mixup: float = 0.0) -> None:
         check_augment(name, mixup)
         self.name, self.flips, self.mixup = name, bool(flips), float(mixup)
-        c = channels
-        self._mean = torch.tensor((list(mean) * c)[:c] if len(mean) == 1 else list(mean), dtype=torch.float32).view(1, c, 1, 1)
-        self._std = torch.tensor((list(std) * c)[:c] if len(std) == 1 else list(std), dtype=torch.float32).view(1, c, 1, 1)
+        c = channels  # mean / std: 1×C×1×1, to move between the model's normalisation and [0, 1] pixels
+        self.mean = torch.tensor((list(mean) * c)[:c] if len(mean) == 1 else list(mean), dtype=torch.float32).view(1, c, 1, 1)
+        self.std = torch.tensor((list(std) * c)[:c] if len(std) == 1 else list(std), dtype=torch.float32).view(1, c, 1, 1)
         self._pipe = self._build() if name == "medical" else None
 
     def _build(self) -> torch.nn.Module:
@@ -106,7 +106,7 @@ class Augmenter:
             torch.manual_seed(seed)
             x = images
             if self._pipe is not None:
-                mean, std = self._mean.to(x.device), self._std.to(x.device)
+                mean, std = self.mean.to(x.device), self.std.to(x.device)
                 pix = (x.float() * std + mean).clamp(0.0, 1.0)
                 pix = self._pipe(pix).clamp(0.0, 1.0)
                 x = ((pix - mean) / std).to(images.dtype)

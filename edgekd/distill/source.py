@@ -173,9 +173,8 @@ def build_signal(mode: str, pool: Pool, val_images: torch.Tensor, teacher: Teach
     """
     clean = teacher(pool.images)
     val = teacher(val_images)
-    c = pool.images.shape[1]
-    mean = augmenter._mean.view(1, c, 1, 1)
-    std = augmenter._std.view(1, c, 1, 1)
+    mean = augmenter.mean
+    std = augmenter.std
     info = {"mode": mode, "why": why, "augmentation": augmenter.describe(), "pool_images": len(pool),
             "unlabelled_images": len(pool) - pool.labelled}
     sig = TeacherSignal(mode, pool, val, clean, augmenter=augmenter, mean=mean, std=std, info=info)
