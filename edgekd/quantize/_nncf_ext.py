@@ -122,7 +122,7 @@ def _nncf_records() -> Iterator[list[logging.LogRecord]]:
     level = logger.level
     if logger.getEffectiveLevel() > logging.WARNING:  # quieted (the CLI does): still see the fallback's reason
         logger.setLevel(logging.WARNING)
-    logger.addFilter(capture)
+    logger.filters.insert(0, capture)  # before any quieting filter (the CLI's drops NNCF's warnings)
     try:
         yield records
     finally:
