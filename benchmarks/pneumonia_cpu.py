@@ -68,6 +68,7 @@ def main() -> int:
         cfg = CompressConfig(target=target, out=args.out / target, teacher="timm:resnet18", teacher_weights=weights,
                              data=args.data, preprocessing=Preprocessing(image_size=args.image_size),
                              prune=PruneConfig(ratio=args.prune_ratio, depth=args.prune_depth), seed=args.seed, overwrite=True)
+        cfg.distill.student = "lcnet_100"  # the hand-set depth/ratio were found for this zoo student
         t0 = time.perf_counter()
         try:
             rep = compress(cfg).report
