@@ -96,7 +96,7 @@ def run(name: str, target: str, out: Path, data: Path | None, weights: Path | No
     sp = rep.get("speedups", {})
     return {"case": name, "target": target, "teacher_auc": t["metrics"]["auc"],
             "shipped": rep["shipped"], "auc": s["metrics"]["auc"] if s else None,
-            "p50": (s.get("latency_ms") or {}).get("batch1", {}).get("p50") if s else None,
+            "p50": (s.get("latency_ms") or {}).get("p50") if s else None,
             "vs_torch": sp.get("latency_vs_teacher-torch-fp32"), "vs_ov_int8": sp.get("latency_vs_teacher-openvino-int8"),
             "smaller": sp.get("size_vs_teacher-onnxruntime-fp32"), "seconds": seconds,
             "budget": rep["training"]["budget"]["distill_steps"], "mode": rep["training"]["teacher_mode"],
