@@ -119,23 +119,13 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
             raise InputError(f"teacher weights {cfg.teacher_weights} do not exist")
         data = load_dataset(cfg.data, pre, max_samples=cfg.max_samples, seed=cfg.seed)
         spec, weights = cfg.teacher, cfg.teacher_weights
-    from .models import create_student
-
     from .models.derived import FROM_TEACHER
 
-    # default: the teacher's own network shrunk when the teacher is a torch module (timm, pickle: measured better
-    # than a fresh zoo student, benchmarks/README.md); otherwise, or with --student-weights, the profile's student
-    name = cfg.distill.student or profile.default_student
-    if name == FROM_TEACHER and cfg.distill.student_weights is not None:
+    if cfg.distill.student == FROM_TEACHER and cfg.distill.student_weights is not None:
         raise InputError("--student-weights is for a zoo student; --student from-teacher starts from the teacher's "
                          "own weights: drop one of the two")
-    student = None if name == FROM_TEACHER else create_student(
-        name, data.channels, data.num_classes, seed=cfg.seed)  # an unknown student fails here, before any work
-    if cfg.distill.student_weights is not None:  # bad weights fail here too
-        from .models import load_student_weights
-
-        load_student_weights(student, Path(cfg.distill.student_weights), in_chans=data.channels,
-                             num_classes=data.num_classes)
+    if cfg.distill.student != FROM_TEACHER:
+        check_zoo_student(cfg, profile.default_student, data)  # an unknown student or bad weights fail before any work
     unlabelled = None
     if cfg.unlabelled is not None:
         from .data.unlabelled import load_unlabelled
@@ -152,25 +142,34 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
         from .distill.features import check_feature_kd
 
         check_feature_kd(cfg.distill.feature_kd, teacher.module)
-    if cfg.distill.student is None and cfg.distill.student_weights is None and teacher.format in ("timm", "pickle"):
-        name = FROM_TEACHER
-    if name == FROM_TEACHER:
-        from .errors import EdgekdError
-        from .models.derived import check_derivable, derived_base
-
-        try:
-            check_derivable(teacher)  # an unsupported teacher format fails here, with what to pass instead
-            if cfg.distill.student is None:
-                derived_base(teacher, data.test.images[:1])  # the default: can it really be derived?
-        except EdgekdError as exc:
-            if cfg.distill.student is not None:
-                raise
-            name = profile.default_student
-            log(f"student: {profile.default_student} (the target's zoo student): no student can be derived from "
-                f"this teacher ({exc})")
+    name = choose_student(cfg, profile.default_student, teacher)
     # the profile's thread count is the device's; the host never oversubscribes its own cores
     threads = cfg.bench.threads or min(profile.threads, os.cpu_count() or 1)
     return Inputs(profile, data, teacher, threads, data.test.images[:1].clone(), unlabelled, name)
+
+
+def check_zoo_student(cfg: CompressConfig, default: str, data: Dataset) -> None:
+    """Build the zoo student once (and load --student-weights into it): bad names and weights fail here."""
+    from .models import create_student, load_student_weights
+
+    student = create_student(cfg.distill.student or default, data.channels, data.num_classes, seed=cfg.seed)
+    if cfg.distill.student_weights is not None:
+        load_student_weights(student, Path(cfg.distill.student_weights), in_chans=data.channels,
+                             num_classes=data.num_classes)
+
+
+def choose_student(cfg: CompressConfig, default: str, teacher) -> str:
+    """--student, else the teacher's own network cut down when it is a torch module (timm or a trusted pickle:
+    measured better than a fresh zoo student, benchmarks/README.md), else the target profile's zoo student."""
+    from .models.derived import FROM_TEACHER, check_derivable
+
+    if cfg.distill.student == FROM_TEACHER:
+        check_derivable(teacher)  # an unsupported teacher format fails here, with what to pass instead
+        return FROM_TEACHER
+    if cfg.distill.student is None and cfg.distill.student_weights is None \
+            and teacher.format in ("timm", "pickle") and teacher.module is not None:
+        return FROM_TEACHER
+    return cfg.distill.student or default
 
 
 @contextmanager

@@ -45,6 +45,7 @@ class Run:
     teacher_key: str = ""
     stages: dict = field(default_factory=dict)  # per stage: what report.json's "stages" holds
     budget: object = None  # edgekd.distill.Budget: optimizer steps of every training stage
+    derived_base: torch.nn.Module | None = None  # from-teacher: the teacher's architecture, rebuilt once
 
     def __post_init__(self) -> None:
         from .distill import plan
@@ -68,9 +69,9 @@ class Run:
         from .models.derived import FROM_TEACHER, derived_base
 
         if name == FROM_TEACHER:
-            if getattr(self, "_derived_base", None) is None:  # deterministic per teacher file: built once
-                self._derived_base = derived_base(self.inp.teacher, self.inp.example)
-            return copy.deepcopy(self._derived_base)
+            if self.derived_base is None:  # deterministic per teacher file: built once
+                self.derived_base = derived_base(self.inp.teacher, self.inp.example)
+            return copy.deepcopy(self.derived_base)
         return create_student(name, self.inp.data.channels, self.inp.data.num_classes, seed=self.cfg.seed)
 
     def starting_student(self, name: str) -> tuple[torch.nn.Module, dict | None]:
@@ -188,9 +189,7 @@ def teacher_signal(run: Run) -> tuple["object", str]:
         if cfg.feature_kd > 0:
             sig.feature_module = inp.teacher.module
     elif mode == "cached":
-        arrays = load_views(entry.path)
-        sig.views, sig.view_logits = arrays["views"], arrays["view_logits"]
-        sig.view_partner, sig.view_lam = arrays["view_partner"], arrays["view_lam"]
+        sig.attach_views(load_views(entry.path))
     run.stages["teacher"] = dict(entry.info)
     return sig, key
 

@@ -101,6 +101,11 @@ class TeacherSignal:
         return cls("plain", Pool.of(train_images, train_labels), val_logits, train_logits,
                    info={"mode": "plain", "why": "precomputed logits on the clean images"})
 
+    def attach_views(self, arrays: dict[str, np.ndarray]) -> None:
+        """Cached mode: the views, their teacher logits and mixing records (from make_views or load_views)."""
+        self.views, self.view_logits = arrays["views"], arrays["view_logits"]
+        self.view_partner, self.view_lam = arrays["view_partner"], arrays["view_lam"]
+
     @property
     def train(self) -> torch.Tensor:
         """Teacher logits on the clean labelled train images (Taylor importance, statistics)."""
@@ -185,8 +190,7 @@ def build_signal(mode: str, pool: Pool, val_images: torch.Tensor, teacher: Teach
         if folder is not None:
             for name, a in arrays.items():
                 np.save(folder / f"{name}.npy", a)
-        sig.views, sig.view_logits, sig.view_partner, sig.view_lam = (
-            arrays["views"], arrays["view_logits"], arrays["view_partner"], arrays["view_lam"])
+        sig.attach_views(arrays)
         info["views"] = views
     return sig
 
