@@ -20,7 +20,6 @@ from types import SimpleNamespace as NS
 
 import numpy as np
 import pytest
-import torch
 
 from edgekd.api import choose_shipped, not_shipped
 from edgekd.bench.candidates import Candidate
@@ -240,18 +239,9 @@ def test_report_md_and_html_say_how_it_was_chosen_and_the_paired_verdict():
 
 
 # --------------------------------------------------------------------------- 4. the threshold travels
+from .test_bundle import models  # noqa: E402,F401 - the same small ONNX/OpenVINO student (a module fixture)
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    from edgekd.lower import get_backend
-
-    work = tmp_path_factory.mktemp("ship-work")
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-                                torch.nn.Flatten(), torch.nn.Linear(8, 2)).eval()
-    get_backend("onnxruntime").export_onnx(model, torch.randn(1, 1, 16, 16), work / "models" / "student.onnx", opset=13)
-    return work
 
 
 @pytest.fixture(scope="module")
