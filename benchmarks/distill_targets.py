@@ -14,6 +14,8 @@ then runs `compress` with no training, pruning or budget options, and prints one
   small-zoo  the small case with a fresh lcnet_100 instead of the default teacher-derived student
   small-unl  the small case plus the rest of the train split as --unlabelled images (labels removed)
   small-fkd  the small case with --feature-kd 1 (FitNets hints, teacher online)
+  small-onnx the small case with the same teacher given as an ONNX file (a black-box teacher)
+--teacher-arch and --seed train another teacher (another architecture, another seed) for any case.
 and for every case the whole compress time (target: < 10 min on 2 cores at 64×64).
 Data: $EDGEKD_PNEUMONIA / $EDGEKD_RETINA or ../shared/data/*.npz (never committed).
 """
@@ -61,24 +63,47 @@ def rest_unlabelled(small: Path, out: Path) -> Path:
     return dst
 
 
+ARCH, SEED = "resnet18", 0  # --teacher-arch, --seed
+
+
 def teacher(data: Path, out: Path, epochs: int, seed: int) -> Path:
     from edgekd.bench.suite_run import train_teacher
 
-    w = out / f"teacher-resnet18-{data.stem}-64-e{epochs}-s{seed}.safetensors"
+    w = out / f"teacher-{ARCH}-{data.stem}-64-e{epochs}-s{seed}.safetensors"
     if not w.exists():
-        train_teacher({"arch": "resnet18", "image_size": 64, "mean": [0.5], "std": [0.5], "max_samples": None,
+        train_teacher({"arch": ARCH, "image_size": 64, "mean": [0.5], "std": [0.5], "max_samples": None,
                        "seed": seed, "epochs": epochs, "lr": 3e-3, "batch_size": 64}, data, w)
     return w
 
 
+def as_onnx(weights: Path, data: Path) -> Path:
+    """The timm teacher exported to ONNX (legacy exporter, dynamic batch), as a user's black-box teacher."""
+    import torch
+
+    from edgekd.models import load_teacher
+
+    dst = weights.with_suffix(".onnx")
+    if not dst.exists():
+        z = np.load(data)
+        chans = 3 if z["train_images"].ndim == 4 else 1
+        k = int(z["train_labels"].max()) + 1
+        t = load_teacher(f"timm:{ARCH}", weights=weights, in_chans=chans, num_classes=k)
+        torch.onnx.export(t.module.eval(), torch.zeros(1, chans, 64, 64), str(dst), dynamo=False,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}})
+    return dst
+
+
 def run(name: str, target: str, out: Path, data: Path | None, weights: Path | None, image_size: int | None,
-        unlabelled: Path | None = None, **distill: object) -> dict:
+        unlabelled: Path | None = None, onnx: Path | None = None, **distill: object) -> dict:
     from edgekd.api import compress
     from edgekd.config import CompressConfig, Preprocessing
     from edgekd.errors import NotShippedError
 
-    cfg = CompressConfig(target=target, out=out / "runs" / f"{name}-{target}", overwrite=True,
-                         teacher="timm:resnet18" if weights else None, teacher_weights=weights, data=data,
+    tag = "" if (ARCH, SEED) == ("resnet18", 0) else f"-{ARCH}-s{SEED}"
+    cfg = CompressConfig(target=target, out=out / "runs" / f"{name}-{target}{tag}", overwrite=True,
+                         teacher=str(onnx) if onnx else f"timm:{ARCH}" if weights else None,
+                         teacher_weights=None if onnx else weights, data=data,
                          cache_dir=out / "cache", preprocessing=Preprocessing(image_size=image_size),
                          unlabelled=unlabelled)
     for k, v in distill.items():  # only for the comparison cases; the target cases use the defaults
@@ -91,7 +116,7 @@ def run(name: str, target: str, out: Path, data: Path | None, weights: Path | No
     seconds = time.perf_counter() - t0
     rep = json.loads((Path(cfg.out) / "report.json").read_text())
     by = {c["name"]: c for c in rep["candidates"]}
-    t = by[rep["shipping"].get("teacher_candidate", "teacher-torch-fp32")]
+    t = by.get(rep["shipping"].get("teacher_candidate", "teacher-torch-fp32")) or by["teacher-onnxruntime-fp32"]
     s = by.get(rep["shipped"]) if rep["shipped"] else None
     sp = rep.get("speedups", {})
     return {"case": name, "target": target, "teacher_auc": t["metrics"]["auc"],
@@ -108,16 +133,24 @@ def main() -> int:
     ap.add_argument("--cases", nargs="+", default=["small", "retina", "full", "demo"])
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "distill")
     ap.add_argument("--seed", type=int, default=0, help="teacher seed")
+    ap.add_argument("--teacher-arch", default="resnet18", help="timm architecture of the teacher")
     args = ap.parse_args()
+    global ARCH, SEED
+    ARCH, SEED = args.teacher_arch, args.seed
     from edgekd._compat import quiet_third_party
 
     quiet_third_party()
     os.environ.setdefault("EDGEKD_NO_PROGRESS", "1")
     rows = []
+    print(f"teacher: {ARCH}, seed {args.seed}")
     for case in args.cases:
         if case == "small":
             d = stratified_slice(PNEUMONIA, args.out / "pneumonia-550.npz", 550, 80, 0)
             rows.append(run(case, "intel-cpu", args.out, d, teacher(d, args.out, 30, args.seed), 64))
+        elif case == "small-onnx":  # a black-box teacher: the student is cut from it through onnx2torch
+            d = stratified_slice(PNEUMONIA, args.out / "pneumonia-550.npz", 550, 80, 0)
+            w = teacher(d, args.out, 30, args.seed)
+            rows.append(run(case, "intel-cpu", args.out, d, w, 64, onnx=as_onnx(w, d)))
         elif case == "small-zoo":  # the comparison that chose the default start: a fresh zoo student
             d = stratified_slice(PNEUMONIA, args.out / "pneumonia-550.npz", 550, 80, 0)
             rows.append(run(case, "intel-cpu", args.out, d, teacher(d, args.out, 30, args.seed), 64, student="lcnet_100"))

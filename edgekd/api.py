@@ -29,7 +29,7 @@ from .bench.candidates import Candidate, measure
 from .bench.metrics import Metrics
 from .config import CompressConfig
 from .data import Dataset, load_dataset
-from .errors import InputError, NotShippedError
+from .errors import InputError, NotShippedError, TeacherError
 from .stagecache import sweep_leftovers
 from .targets import TargetProfile, load_target, shipping_budget
 
@@ -47,6 +47,7 @@ class Inputs:
     example: torch.Tensor  # 1×C×H×W from the test split
     unlabelled: object = None  # edgekd.data.unlabelled.Unlabelled (--unlabelled), or None
     student: str = ""  # the student to distil: a zoo name or "from-teacher" (resolved from --student and the teacher)
+    derived_base: torch.nn.Module | None = None  # from-teacher: the teacher's architecture as a prunable module
 
 
 @dataclass
@@ -142,10 +143,11 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
         from .distill.features import check_feature_kd
 
         check_feature_kd(cfg.distill.feature_kd, teacher.module)
-    name = choose_student(cfg, profile.default_student, teacher)
+    example = data.test.images[:1].clone()
+    name, base = choose_student(cfg, profile.default_student, teacher, example, log)
     # the profile's thread count is the device's; the host never oversubscribes its own cores
     threads = cfg.bench.threads or min(profile.threads, os.cpu_count() or 1)
-    return Inputs(profile, data, teacher, threads, data.test.images[:1].clone(), unlabelled, name)
+    return Inputs(profile, data, teacher, threads, example, unlabelled, name, base)
 
 
 def check_zoo_student(cfg: CompressConfig, default: str, data: Dataset) -> None:
@@ -158,18 +160,30 @@ def check_zoo_student(cfg: CompressConfig, default: str, data: Dataset) -> None:
                              num_classes=data.num_classes)
 
 
-def choose_student(cfg: CompressConfig, default: str, teacher) -> str:
-    """--student, else the teacher's own network cut down when it is a torch module (timm or a trusted pickle:
-    measured better than a fresh zoo student, benchmarks/README.md), else the target profile's zoo student."""
-    from .models.derived import FROM_TEACHER, check_derivable
+def choose_student(cfg: CompressConfig, default: str, teacher, example: torch.Tensor, log: Log
+                   ) -> tuple[str, torch.nn.Module | None]:
+    """The student to distil, and for ``from-teacher`` the teacher's network as a prunable module.
+
+    --student when given; else the teacher's own network cut down (measured better than a fresh zoo
+    student, benchmarks/README.md) whenever it can be run as a torch module: timm or a trusted
+    pickle directly, ONNX / TorchScript / torch.export through onnx2torch; else, with one line
+    saying why, the target profile's zoo student.
+    """
+    from .models.derived import FROM_TEACHER, derived_base, trial_base
 
     if cfg.distill.student == FROM_TEACHER:
-        check_derivable(teacher)  # an unsupported teacher format fails here, with what to pass instead
-        return FROM_TEACHER
-    if cfg.distill.student is None and cfg.distill.student_weights is None \
-            and teacher.format in ("timm", "pickle") and teacher.module is not None:
-        return FROM_TEACHER
-    return cfg.distill.student or default
+        return FROM_TEACHER, derived_base(teacher, example)  # an unconvertible teacher fails here, in one line
+    if cfg.distill.student is not None or cfg.distill.student_weights is not None:
+        return cfg.distill.student or default, None
+    if teacher.format in ("timm", "pickle") and teacher.module is not None:
+        return FROM_TEACHER, derived_base(teacher, example)
+    if teacher.format in ("onnx", "torchscript", "torch.export"):
+        try:
+            return FROM_TEACHER, trial_base(teacher, example)
+        except TeacherError as exc:
+            log(f"student: {exc}; distilling the zoo student {default} instead (--student {default} "
+                "silences this)")
+    return default, None
 
 
 @contextmanager

@@ -37,7 +37,7 @@ class DistillConfig:
     steps as a few thousand): see :func:`edgekd.distill.schedule.default_steps`.
     """
 
-    student: str | None = None  # timm model name, or "from-teacher"; None: the target profile's default student
+    student: str | None = None  # timm model name, or "from-teacher"; None: from-teacher when the teacher converts, else the profile's student
     student_weights: Path | None = None  # pretrained weights for a zoo student (safetensors or weights_only state_dict)
     max_steps: int | None = None  # optimizer steps; None: derived from the train-set size (stated in the report)
     batch_size: int = 64

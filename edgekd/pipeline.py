@@ -45,7 +45,6 @@ class Run:
     teacher_key: str = ""
     stages: dict = field(default_factory=dict)  # per stage: what report.json's "stages" holds
     budget: object = None  # edgekd.distill.Budget: optimizer steps of every training stage
-    derived_base: torch.nn.Module | None = None  # from-teacher: the teacher's architecture, rebuilt once
 
     def __post_init__(self) -> None:
         from .distill import plan
@@ -69,9 +68,9 @@ class Run:
         from .models.derived import FROM_TEACHER, derived_base
 
         if name == FROM_TEACHER:
-            if self.derived_base is None:  # deterministic per teacher file: built once
-                self.derived_base = derived_base(self.inp.teacher, self.inp.example)
-            return copy.deepcopy(self.derived_base)
+            if self.inp.derived_base is None:  # deterministic per teacher file: built once
+                self.inp.derived_base = derived_base(self.inp.teacher, self.inp.example)
+            return copy.deepcopy(self.inp.derived_base)
         return create_student(name, self.inp.data.channels, self.inp.data.num_classes, seed=self.cfg.seed)
 
     def starting_student(self, name: str) -> tuple[torch.nn.Module, dict | None]:

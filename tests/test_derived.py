@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from edgekd._compat import import_timm
+from edgekd.config import DistillConfig
 from edgekd.errors import EdgekdError, TeacherError
 from edgekd.models import Teacher, count_macs, count_params, create_student, load_teacher, train_classifier
 from edgekd.models.derived import FROM_TEACHER, derive_student, derived_base, load_derived, save_derived
@@ -165,6 +166,23 @@ def test_graph_teachers_are_converted_pruned_and_round_trip(name, files, teacher
         assert torch.equal(loaded(x[:8]), ds.model(x[:8]))
 
 
+def test_a_student_converted_from_an_onnx_teacher_quantizes_and_exports_standard_qdq(files, data, tmp_path):
+    from edgekd.lower.onnx import OnnxRuntimeRunner, count_ops, export_onnx
+    from edgekd.quantize import quantize_ptq, strip_for_export
+
+    t = load_teacher(str(files / "t.onnx"), in_chans=1, num_classes=2)
+    x = data.val.images
+    base = derived_base(t, x[:1]).eval()
+    q = quantize_ptq(base, x[:16])  # NNCF's torch backend, not its FX one (which fails on onnx2torch graphs)
+    path = export_onnx(strip_for_export(q, x[:1]), x[:1], tmp_path / "q.onnx", opset=17)
+    ops = count_ops(path)
+    assert ops["QuantizeLinear"] >= 2 and ops["DequantizeLinear"] >= 2
+    with torch.no_grad():
+        ref = q(x).numpy()
+    got = OnnxRuntimeRunner(path, 1, "int8")(x.numpy())
+    assert (got.argmax(1) == ref.argmax(1)).mean() >= 0.95
+
+
 def test_timm_teacher_from_weights_file(files, data, tmp_path):
     """The user's path: timm:<arch> + weights (timm's own test_resnet: one block per stage, so nothing to remove)."""
     torch.manual_seed(0)
@@ -179,15 +197,7 @@ def test_timm_teacher_from_weights_file(files, data, tmp_path):
 
 
 def test_an_unconvertible_teacher_fails_with_one_line(tmp_path, data):
-    import onnx
-    from onnx import TensorProto, helper
-
-    # Hardmax has no onnx2torch converter
-    node = helper.make_node("Hardmax", ["x"], ["y"], axis=1)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])])
-    path = tmp_path / "hardmax.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    path = _hardmax_onnx(tmp_path)
     t = Teacher("onnx", path, str(path), None, None, onnx_path=path)
     with pytest.raises(TeacherError) as exc:
         derived_base(t, torch.rand(1, 2))
@@ -195,7 +205,34 @@ def test_an_unconvertible_teacher_fails_with_one_line(tmp_path, data):
     assert "\n" not in msg and "Hardmax" in msg and "timm:<arch>" in msg and "--student lcnet_100" in msg
 
 
+def test_a_graph_teacher_onnx2torch_cannot_convert_falls_back_to_the_zoo_student_by_default(tmp_path):
+    from edgekd.api import choose_student
+    from edgekd.config import CompressConfig
+
+    t = Teacher("onnx", tmp_path / "hardmax.onnx", str(tmp_path / "hardmax.onnx"), None, None,
+                onnx_path=_hardmax_onnx(tmp_path))
+    said: list[str] = []
+    assert choose_student(CompressConfig(), "lcnet_100", t, torch.rand(1, 2), said.append) == ("lcnet_100", None)
+    assert len(said) == 1 and "Hardmax" in said[0] and "zoo student lcnet_100 instead" in said[0]
+    with pytest.raises(TeacherError, match="Hardmax"):  # asked for by name, it is an error instead
+        choose_student(CompressConfig(distill=DistillConfig(student=FROM_TEACHER)), "lcnet_100", t,
+                       torch.rand(1, 2), said.append)
+
+
 def test_an_unsupported_format_fails_with_one_line():
     t = Teacher("safetensors", None, "w.safetensors", None, None)
     with pytest.raises(TeacherError, match=r"does not support safetensors teachers: pass --teacher timm:<arch>"):
         derived_base(t, torch.rand(1, 1, 8, 8))
+
+
+def _hardmax_onnx(folder):
+    import onnx
+    from onnx import TensorProto, helper
+
+    # Hardmax has no onnx2torch converter
+    node = helper.make_node("Hardmax", ["x"], ["y"], axis=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])])
+    path = folder / "hardmax.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path

@@ -35,7 +35,7 @@ def compress(
     out: Path = typer.Option(Path("build"), help="Output folder for models and report."),
     teacher_weights: Optional[Path] = typer.Option(None, help="Weights for a timm teacher (.pt state_dict or .safetensors)."),
     trust_checkpoint: bool = typer.Option(False, help="Allow unpickling a full nn.Module (can run arbitrary code)."),
-    student: Optional[str] = typer.Option(None, help="Student (timm name, or from-teacher: the teacher's own network shrunk); default from the target profile."),
+    student: Optional[str] = typer.Option(None, help="Student: from-teacher (the teacher's own network shrunk; the default when the teacher converts to torch layers) or a timm name (else the target profile's zoo student)."),
     student_weights: Optional[Path] = typer.Option(None, help="Pretrained weights for a zoo student (.safetensors or a weights_only state_dict; input channels adapted, head re-initialised when the classes differ)."),
     unlabelled: Optional[Path] = typer.Option(None, help="Extra images without labels (a folder, or an .npz with images only) that the teacher labels for distillation."),
     image_size: Optional[int] = typer.Option(None, help="Resize images to N×N (bilinear)."),

@@ -17,6 +17,12 @@ before converting (each rewrite leaves the model's outputs unchanged):
 
 Batch norms are folded into the convolutions by the exporters, so a converted student has no
 BatchNorm layers (it trains, but without them).
+
+Some onnx2torch layers (global average pool, reshape, gather, …) write their ONNX op through a
+custom ``autograd.Function`` while an export runs. Under NNCF's quantizer hooks that path fails
+(``RuntimeError: unordered_map::at``), so :func:`onnx_to_torch` wraps each such layer in
+:class:`_TorchOps`, which runs it on its plain torch path in every mode: the exported graph then
+holds the torch ops (``ReduceMean`` for ``GlobalAveragePool``), the same numbers either way.
 """
 from __future__ import annotations
 
@@ -42,7 +48,39 @@ def onnx_to_torch(model: Any) -> torch.nn.Module:
         from onnx import version_converter
 
         model = version_converter.convert_version(model, ONNX2TORCH_OPSET)
-    return onnx2torch.convert(model).train()
+    module = onnx2torch.convert(model)
+    _plain_torch_paths(module)
+    return module.train()
+
+
+class _TorchOps(torch.nn.Module):
+    """Runs an onnx2torch layer on its torch path even inside ``torch.onnx.export`` (see module doc)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        exporting = torch.onnx.is_in_onnx_export
+        torch.onnx.is_in_onnx_export = _never  # onnx2torch layers read it at call time
+        try:
+            return self.inner(*args, **kwargs)
+        finally:
+            torch.onnx.is_in_onnx_export = exporting
+
+
+def _never() -> bool:
+    return False
+
+
+def _plain_torch_paths(module: torch.nn.Module) -> None:
+    from onnx2torch.utils.custom_export_to_onnx import OnnxToTorchModuleWithCustomExport
+
+    targets = [name for name, m in module.named_modules() if isinstance(m, OnnxToTorchModuleWithCustomExport)]
+    for name in targets:
+        parent_name, _, leaf = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, leaf, _TorchOps(getattr(parent, leaf)))
 
 
 def torch_to_onnx(module: Any, example: torch.Tensor, *, exported: bool) -> Any:

@@ -19,6 +19,10 @@ torchscript     exported to ONNX (legacy exporter), then as ONNX
 torch.export    exported to ONNX (dynamo exporter), then as ONNX
 ==============  ==========================================================================
 
+A converted student quantizes with NNCF like a timm one (:mod:`edgekd.models._onnx_torch` keeps its
+onnx2torch layers on their torch path, and :func:`edgekd.quantize.quantize_ptq` hands NNCF a plain
+module around the ``GraphModule``).
+
 Saving needs no pickle: :func:`save_derived` writes the pruned structure as JSON relative to
 :func:`derived_base` (the teacher's architecture, rebuilt from the teacher) and a state_dict;
 :func:`load_derived` rebuilds it from the same teacher.
@@ -89,6 +93,28 @@ def derived_base(teacher: Teacher, example: torch.Tensor) -> torch.nn.Module:
     except Exception as exc:  # noqa: BLE001 - converters raise anything; the user needs one line
         raise TeacherError(_unconvertible(teacher, exc)) from None
     return module
+
+
+def trial_base(teacher: Teacher, example: torch.Tensor) -> torch.nn.Module:
+    """:func:`derived_base`, and proof that Torch-Pruning can cut it (one 10 % channel trial).
+
+    The default start for a teacher in a graph format: its conversion and pruning are checked
+    before any stage runs, so that a graph that onnx2torch or Torch-Pruning cannot handle falls
+    back to the zoo student at once (TeacherError, one line) instead of failing after the teacher
+    signal is paid for.
+    """
+    from ..prune.pruner import _classifier_of, _prune_copy
+
+    example = example[:1].detach().float()
+    base = derived_base(teacher, example)
+    head = _classifier_of(base)
+    name = next(n for n, m in base.named_modules() if m is head)
+    try:
+        _prune_copy(base, example, 0.1, name, "magnitude", None)
+    except Exception as exc:  # noqa: BLE001 - Torch-Pruning's tracer on an unusual graph
+        raise TeacherError(f"Torch-Pruning cannot prune teacher {teacher.spec} ({type(exc).__name__}: "
+                           f"{_first_line(exc)})") from None
+    return base
 
 
 def derive_student(

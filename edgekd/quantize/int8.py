@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.fx
 
 from ..config import DistillConfig, QuantConfig
 from ..data._base import Dataset, Split
@@ -20,8 +21,14 @@ from ..distill.trainer import DistillResult, distill
 from ..errors import InputError
 
 
-class _SequentialWrapper(torch.nn.Module):
-    """NNCF adds a hook-storage submodule to the model; ``nn.Sequential`` would call it as a layer."""
+class _Wrapper(torch.nn.Module):
+    """A plain module around the model NNCF quantizes.
+
+    NNCF adds a hook-storage submodule to the model, which ``nn.Sequential`` would call as a layer,
+    and it sends a ``torch.fx.GraphModule`` (a student converted from an ONNX teacher by
+    onnx2torch) to its experimental FX backend, which fails on such graphs; wrapped, both go
+    through NNCF's torch backend like any student.
+    """
 
     def __init__(self, inner: torch.nn.Sequential) -> None:
         super().__init__()
@@ -71,8 +78,8 @@ def quantize_ptq(
 
     prepare_nncf(lambda msg: None)  # the pipeline already did (and logged); direct callers get the same timeout
     fp32 = copy.deepcopy(model).eval()
-    if isinstance(fp32, torch.nn.Sequential):
-        fp32 = _SequentialWrapper(fp32).eval()
+    if isinstance(fp32, (torch.nn.Sequential, torch.fx.GraphModule)):
+        fp32 = _Wrapper(fp32).eval()
     samples = list(calibration[:n].float().split(1))
     quantized = nncf.quantize(
         fp32, nncf.Dataset(samples), preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=n
