@@ -4,7 +4,7 @@
         [--full-epochs 0] [--rounds 5]
 
 PneumoniaMNIST at 64×64, a timm ResNet-18 teacher (weights given; train one with
-benchmarks/pneumonia_cpu.py or edgekd.bench.suite_run.train_teacher). Both students are distilled
+benchmarks/pneumonia_cpu.py or edgekd.suites.run.train_teacher). Both students are distilled
 with the current ``edgekd.distill.distill`` for the same fixed number of epochs (no early stopping:
 patience > epochs), on a small-data slice (train 550 stratified, val 80) and, with --full-epochs N,
 on the full train split. Prints one table: start and final val AUC, test AUC, agreement with the
@@ -69,8 +69,8 @@ def main() -> int:
     import torch
 
     from edgekd._compat import quiet_third_party
-    from edgekd.bench.latency import measure_latency
-    from edgekd.bench.metrics import roc_auc
+    from edgekd.measure.latency import measure_latency
+    from edgekd.metrics.classification import roc_auc
     from edgekd.config import DistillConfig, Preprocessing
     from edgekd.data import Dataset, load_dataset
     from edgekd.distill import TeacherLogits, distill
@@ -78,7 +78,7 @@ def main() -> int:
     from edgekd.lower.onnx import export_onnx, open_runner as ort_runner
     from edgekd.lower.openvino import open_runner as ov_runner
     from edgekd.models import count_macs, count_params, create_student, load_teacher
-    from edgekd.models.derived import derive_student
+    from edgekd.prune.derived import derive_student
 
     quiet_third_party()
     torch.set_num_threads(2)

@@ -67,7 +67,7 @@ ARCH, SEED = "resnet18", 0  # --teacher-arch, --seed
 
 
 def teacher(data: Path, out: Path, epochs: int, seed: int) -> Path:
-    from edgekd.bench.suite_run import train_teacher
+    from edgekd.suites.run import train_teacher
 
     w = out / f"teacher-{ARCH}-{data.stem}-64-e{epochs}-s{seed}.safetensors"
     if not w.exists():

@@ -27,7 +27,7 @@ DEFAULT_DATA = Path(os.environ.get("EDGEKD_PNEUMONIA", REPO.parent / "shared" / 
 
 def train_teacher(data_path: Path, size: int, epochs: int, out: Path, seed: int) -> Path:
     """The cached ResNet-18 teacher (trained once; the suites train theirs with the same function)."""
-    from edgekd.bench.suite_run import train_teacher as train
+    from edgekd.suites.run import train_teacher as train
 
     weights = out / f"teacher-resnet18-{size}-e{epochs}-s{seed}.safetensors"
     if weights.exists():

@@ -20,12 +20,14 @@ import os
 import random
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from . import __version__
 from ._io import sha256_file
+from .errors import InputError, NotShippedError
 
 DONE = "done.json"
 
@@ -181,3 +183,30 @@ def _fsync_tree(root: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def staging(out: Path, overwrite: bool) -> Iterator[Path]:
+    """A private folder beside ``out``; renamed to ``out`` on success (or on NotShippedError)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise InputError(f"output folder {out} already exists and is not empty: pass --overwrite or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(out.parent.glob(f".{out.name}.partial-*"))  # folders of killed runs
+    stage_dir = out.parent / f".{out.name}.partial-{os.getpid()}-{int(time.time() * 1000)}"
+    stage_dir.mkdir()
+
+    def publish() -> None:
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        stage_dir.rename(out)
+
+    try:
+        yield stage_dir
+    except NotShippedError:
+        publish()  # keep the candidates and the report for inspection
+        raise
+    except BaseException:
+        shutil.rmtree(stage_dir, ignore_errors=True)
+        raise
+    publish()

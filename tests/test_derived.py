@@ -11,7 +11,7 @@ from edgekd._compat import import_timm
 from edgekd.config import DistillConfig
 from edgekd.errors import EdgekdError, TeacherError
 from edgekd.models import Teacher, count_macs, count_params, create_student, load_teacher, train_classifier
-from edgekd.models.derived import FROM_TEACHER, derive_student, derived_base, load_derived, save_derived
+from edgekd.prune.derived import FROM_TEACHER, derive_student, derived_base, load_derived, save_derived
 from edgekd.models.train import save_weights
 
 from ._square import square_dataset
@@ -74,8 +74,7 @@ def test_structure_is_smaller_and_the_teacher_is_untouched(teacher, derived, dat
 def test_the_start_inherits_the_teachers_knowledge(teacher, derived, data):
     """Before any training the derived student already separates the classes and follows the teacher;
     a fresh zoo student does neither. Its weights are slices of the teacher's."""
-    from edgekd.bench.metrics import roc_auc
-    from edgekd.distill.trainer import predict_logits
+    from edgekd.metrics.classification import roc_auc
 
     ds, _, _ = derived
     x, y = torch.cat([data.val.images, data.test.images]), torch.cat([data.val.labels, data.test.labels]).numpy()
@@ -151,7 +150,6 @@ def test_graph_teachers_are_converted_pruned_and_round_trip(name, files, teacher
     ds = derive_student(t, example=x[:1], val_images=x, val_teacher_logits=tl, macs=count_macs(base, x[:1]) // 4)
     assert ds.record["route"] == "onnx2torch" and ds.record["removed_blocks"] == []
     assert ds.record["macs"] <= ds.record["macs_target"] and ds.record["params"] < ds.record["params_teacher"]
-    from edgekd.distill.trainer import predict_logits
 
     linear = lambda m: [l for l in m.modules() if isinstance(l, torch.nn.Linear)][-1].weight  # noqa: E731
     assert _columns_inherited(linear(ds.model), linear(base))  # weights inherited through the conversion
@@ -206,7 +204,7 @@ def test_an_unconvertible_teacher_fails_with_one_line(tmp_path, data):
 
 
 def test_a_graph_teacher_onnx2torch_cannot_convert_falls_back_to_the_zoo_student_by_default(tmp_path):
-    from edgekd.api import choose_student
+    from edgekd.inputs import choose_student
     from edgekd.config import CompressConfig
 
     t = Teacher("onnx", tmp_path / "hardmax.onnx", str(tmp_path / "hardmax.onnx"), None, None,

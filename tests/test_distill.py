@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.bench.metrics import roc_auc
+from edgekd.metrics.classification import roc_auc
 from edgekd.config import DistillConfig, Preprocessing
 from edgekd.data._base import Dataset, Split
 from edgekd.distill import DistillResult, TeacherSignal, distill, kd_loss, kd_loss_mixed, plan, predict_logits

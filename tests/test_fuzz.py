@@ -237,13 +237,14 @@ def test_cli_option_values_never_crash(cli_inputs, chosen, monkeypatch):
 
     import edgekd.api
     from edgekd.cli import app
+    from edgekd.inputs import resolve_inputs
 
     def resolve_only(cfg, log=print):
         import torch
 
         torch.manual_seed(cfg.seed)  # what compress() does first with the seed
         np.random.seed(cfg.seed)
-        edgekd.api.resolve_inputs(cfg, log)
+        resolve_inputs(cfg, log)
         raise _Reached
 
     monkeypatch.setattr(edgekd.api, "compress", resolve_only)

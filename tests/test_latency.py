@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from edgekd.bench.candidates import Candidate
-from edgekd.bench.latency import (Latency, batch_of, latency_report, measure_latency, median_ci95, relative_ci,
+from edgekd.measure.candidates import Candidate
+from edgekd.measure.latency import (Latency, batch_of, latency_report, measure_latency, median_ci95, relative_ci,
                                   session_memory, time_candidate)
-from edgekd.bench.machine import machine_info, machine_summary, parse_cpuinfo
+from edgekd.measure.machine import machine_info, machine_summary, parse_cpuinfo
 from edgekd.config import BenchConfig
 from edgekd.errors import InputError
 from edgekd.lower.torch import TorchRunner
@@ -192,7 +192,7 @@ def _tiny_onnx(tmp_path, channels=4):
 
 
 def test_session_memory_is_measured_in_a_child_and_grows_with_the_weights(tmp_path):
-    from edgekd.bench.memory import measure_session_memory
+    from edgekd.measure.memory import measure_session_memory
 
     small = measure_session_memory("onnxruntime", _tiny_onnx(tmp_path, 4), (1, 1, 8, 8), threads=1, iterations=3)
     # ~2.4 M fp32 weights (9.4 MB) must show up in the session's share of the peak
@@ -239,7 +239,7 @@ def _timed(name, backend, precision, p50, auc, ci=0.01):
 
 
 def test_int8_slower_than_fp32_is_said_and_fp32_ships():
-    from edgekd.bench.precision import precision_notes
+    from edgekd.report.precision import precision_notes
     from edgekd.targets import load_target
 
     fp32 = _timed("student-fp32-openvino", "openvino", "fp32", 0.189, 0.945)
@@ -255,7 +255,7 @@ def test_int8_slower_than_fp32_is_said_and_fp32_ships():
 
 
 def test_faster_int8_outside_the_budget_is_explained():
-    from edgekd.bench.precision import precision_notes
+    from edgekd.report.precision import precision_notes
     from edgekd.targets import load_target
 
     fp32 = _timed("f", "onnxruntime", "fp32", 1.0, 0.95)
@@ -266,7 +266,7 @@ def test_faster_int8_outside_the_budget_is_explained():
 
 
 def test_a_difference_inside_the_measurement_noise_is_a_tie():
-    from edgekd.bench.precision import precision_notes
+    from edgekd.report.precision import precision_notes
     from edgekd.targets import load_target
 
     fp32, int8 = _timed("f", "openvino", "fp32", 1.00, 0.95, ci=0.02), _timed("i", "openvino", "int8", 1.03, 0.95, ci=0.02)

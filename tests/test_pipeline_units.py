@@ -5,8 +5,9 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from edgekd.api import choose_shipped, staging
-from edgekd.bench.candidates import Candidate
+from edgekd.ship import choose_shipped
+from edgekd.stagecache import staging
+from edgekd.measure.candidates import Candidate
 from edgekd.errors import InputError, NotShippedError
 from edgekd.targets import load_target
 

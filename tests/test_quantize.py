@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgekd._compat import import_timm
-from edgekd.bench.metrics import roc_auc
+from edgekd.metrics.classification import roc_auc
 from edgekd.config import DistillConfig, QuantConfig
 from edgekd.data._base import Dataset
 from edgekd.distill import DistillResult, TeacherSignal, distill, predict_logits

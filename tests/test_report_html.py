@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgekd.bench import plots
-from edgekd.bench.html import regenerate_html, render_html
+from edgekd.report import plots
+from edgekd.report.html import regenerate_html, render_html
 from edgekd.cli import app
 
 # small and quick, but every stage: distill, prune, INT8 PTQ, lower fp32 and INT8
@@ -254,6 +254,6 @@ def test_multiclass_reports_show_per_class_figures(run):
                                         "specificity": 0.7} for k in range(3)]
     html = render_html(rep)
     assert 'id="per-class"' in html and "<td>viral</td>" in html and ">0.9200<" in html
-    from edgekd.bench.report import markdown
+    from edgekd.report.writer import markdown
 
     assert "| viral | 12 | 0.9200 | 0.8000 | 0.7000 |" in markdown(rep)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgekd.bench.report import markdown
+from edgekd.report.writer import markdown
 from edgekd.cli import app
 
 runner = CliRunner()

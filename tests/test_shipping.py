@@ -21,10 +21,10 @@ from types import SimpleNamespace as NS
 import numpy as np
 import pytest
 
-from edgekd.api import choose_shipped, not_shipped
-from edgekd.bench.candidates import Candidate
-from edgekd.bench.clinical import non_inferiority_text, vs_teacher
-from edgekd.bench.metrics import (auc_of_probs, bootstrap_auc_ci, evaluate_logits, paired_auc_diff, roc_auc,
+from edgekd.ship import choose_shipped, not_shipped
+from edgekd.measure.candidates import Candidate
+from edgekd.report.clinical import non_inferiority_text, vs_teacher
+from edgekd.metrics.classification import (auc_of_probs, bootstrap_auc_ci, evaluate_logits, paired_auc_diff, roc_auc,
                                   softmax)
 from edgekd.errors import EXIT_NOT_SHIPPED
 from edgekd.targets import load_target
@@ -225,8 +225,8 @@ def test_the_sentence_states_diff_ci_verdict_and_margin():
 
 
 def test_report_md_and_html_say_how_it_was_chosen_and_the_paired_verdict():
-    from edgekd.bench.html import shipping_banner
-    from edgekd.bench.report import shipping_markdown
+    from edgekd.report.html import shipping_banner
+    from edgekd.report.writer import shipping_markdown
 
     _, info = ship([cand("c", 0.1, val_auc=0.95, test_auc=0.96)])
     info["non_inferiority"] = {"auc_diff": -0.004, "auc_diff_ci95": [-0.012, 0.003], "margin": 0.01,

@@ -71,7 +71,7 @@ def test_training_learns_a_separable_task():
     assert result["best_val_auc"] == max(h["val_auc"] for h in result["history"])
     assert not model.training
     with torch.no_grad():  # the model holds the best epoch's weights
-        from edgekd.bench.metrics import roc_auc
+        from edgekd.metrics.classification import roc_auc
 
         val = _blobs(128, 2)
         assert roc_auc(model(val.images).numpy(), val.labels.numpy()) == pytest.approx(result["best_val_auc"])

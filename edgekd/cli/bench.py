@@ -1,4 +1,4 @@
-"""``edgekd bench SUITE``: one call to :func:`edgekd.bench.suite_run.run_suite`."""
+"""``edgekd bench SUITE``: one call to :func:`edgekd.suites.run.run_suite`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +23,7 @@ def bench(
     from rich.console import Console
 
     from .._compat import quiet_third_party
-    from ..bench.suite import load_suite
+    from ..suites.spec import load_suite
 
     quiet_third_party()
     console = Console(stderr=True)
@@ -33,7 +33,7 @@ def bench(
         if list_runs:
             _print_matrix(s, folder, only)
             return
-        from ..bench.suite_run import run_suite
+        from ..suites.run import run_suite
 
         def log(msg: str) -> None:
             if not quiet or not msg.startswith("    "):
@@ -52,8 +52,8 @@ def bench(
 
 
 def _print_matrix(suite, folder: Path, only: Optional[List[str]]) -> None:
-    from ..bench.suite_run import TeacherCache, run_state, select_runs
-    from ..bench.suite import run_config
+    from ..suites.run import TeacherCache, run_state, select_runs
+    from ..suites.spec import run_config
 
     cache = TeacherCache(folder / "teachers", log=lambda m: None)
     for run in select_runs(suite, only):

@@ -21,7 +21,7 @@ def _floats(text: Optional[str], option: str) -> Optional[tuple[float, ...]]:
 
 
 class OperatingPoint(str, Enum):
-    """How each model's binary threshold is chosen on val (edgekd.bench.metrics)."""
+    """How each model's binary threshold is chosen on val (edgekd.metrics.classification)."""
 
     teacher_sensitivity = "teacher-sensitivity"
     youden = "youden"
@@ -135,7 +135,7 @@ def _print_table(out: Path) -> None:
 
     from rich.console import Console
 
-    from ..bench.report import rich_table
+    from ..report.writer import rich_table
 
     path = out / "report.json"
     if path.exists():

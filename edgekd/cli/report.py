@@ -17,7 +17,7 @@ def report(
     candidate: Optional[str] = typer.Option(None, help="Candidate the device ran (default: the shipped one)."),
 ) -> None:
     """Add on-device latency and accuracy to report.json / report.md, next to the host figures."""
-    from ..bench.merge import merge_device
+    from ..report.merge import merge_device
 
     try:
         rep = merge_device(report_path, merge, candidate)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .._progress import track
-from ..bench.metrics import roc_auc
+from ..metrics.classification import roc_auc
 from ..config import DistillConfig
 from ..data._base import Dataset
 from ..errors import DataError, InputError, TeacherError

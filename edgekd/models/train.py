@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .._progress import track
-from ..bench.metrics import roc_auc
+from ..metrics.classification import roc_auc
 from ..data._base import Split
 from ..errors import InputError
 

@@ -1,6 +1,6 @@
 """A torch module from a teacher that is not one: ONNX through onnx2torch, TorchScript and torch.export via ONNX.
 
-Private helper of :mod:`edgekd.models.derived`. Torch-Pruning needs real ``nn.Conv2d`` /
+Private helper of :mod:`edgekd.prune.derived`. Torch-Pruning needs real ``nn.Conv2d`` /
 ``nn.Linear`` modules with forward hooks: a ``ScriptModule`` refuses hooks, and the GraphModule of
 a ``torch.export`` program holds ``aten.conv2d`` calls, not conv modules (Torch-Pruning finds
 nothing to prune in it). ONNX is the common ground: onnx2torch turns an ONNX graph into a

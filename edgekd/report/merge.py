@@ -8,7 +8,7 @@ from pathlib import Path
 from .._io import write_json_atomic, write_text_atomic
 from ..device import load_device_result
 from ..errors import InputError
-from .report import markdown
+from .writer import markdown
 
 def merge_device(report_path: Path, device_paths: list[Path], candidate: str | None = None) -> dict:
     """Add each device JSON to ``report["device_measurements"]`` and rewrite report.json and report.md."""

@@ -17,7 +17,7 @@ On Linux the high-water mark is reset (``/proc/self/clear_refs``) just before th
 loaded, so import-time spikes are not counted. Elsewhere ``ru_maxrss`` is used and the method
 says so. Torch modules run inside the pipeline's process and are not measured.
 
-    python -m edgekd.bench.memory --runtime openvino --model m.xml --shape 1,1,64,64 --threads 2
+    python -m edgekd.measure.memory --runtime openvino --model m.xml --shape 1,1,64,64 --threads 2
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def measure_session_memory(runtime: str, model: Path, shape: tuple[int, ...], th
     """Run the child process for one model file; raises RuntimeError with its last error line on failure."""
     if runtime not in MEASURED_RUNTIMES:
         raise ValueError(f"memory is measured for {', '.join(MEASURED_RUNTIMES)} sessions, not {runtime}")
-    cmd = [sys.executable, "-m", "edgekd.bench.memory", "--runtime", runtime, "--model", str(model),
+    cmd = [sys.executable, "-m", "edgekd.measure.memory", "--runtime", runtime, "--model", str(model),
            "--shape", ",".join(str(d) for d in shape), "--threads", str(threads), "--iterations", str(iterations)]
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # the edgekd that runs this is the one the child imports

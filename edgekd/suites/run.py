@@ -23,7 +23,7 @@ from typing import Callable
 from .._io import sha256_file, sha256_tree, write_json_atomic
 from ..config import CompressConfig, Preprocessing
 from ..errors import EdgekdError, InputError, NotShippedError
-from .suite import Run, Suite, run_config
+from .spec import Run, Suite, run_config
 
 Log = Callable[[str], None]
 RunFn = Callable[..., object]  # compress(cfg, log=...)
@@ -54,7 +54,7 @@ def select_runs(suite: Suite, only: list[str] | None = None) -> list[Run]:
 def run_suite(suite: Suite, out: Path, *, force: bool = False, only: list[str] | None = None,
               run_fn: RunFn | None = None, log: Log = print) -> SuiteResult:
     """Run every unfinished run of ``suite`` into ``out`` and write the aggregate after each one."""
-    from .suite_results import write_results
+    from .results import write_results
 
     if run_fn is None:
         from ..api import compress as run_fn

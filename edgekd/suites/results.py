@@ -17,8 +17,8 @@ from pathlib import Path
 
 from .. import __version__
 from .._io import sha256_file, write_json_atomic, write_text_atomic
-from .machine import machine_summary
-from .suite import Run, Suite
+from ..measure.machine import machine_summary
+from .spec import Run, Suite
 
 TORCH_FP32, OV_INT8, ONNX_FP32 = "teacher-torch-fp32", "teacher-openvino-int8", "teacher-onnxruntime-fp32"
 
@@ -42,7 +42,7 @@ CANDIDATE_COLUMNS = (
 
 def write_results(suite: Suite, out: Path, failed: dict[str, str] | None = None) -> dict:
     """Aggregate every run of ``suite`` found under ``out/runs`` and write the four files; returns results.json."""
-    from .suite_run import select_runs
+    from .run import select_runs
 
     runs = select_runs(suite)
     rows = [run_row(r, out, (failed or {}).get(r.id)) for r in runs]

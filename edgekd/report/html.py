@@ -19,7 +19,7 @@ import numpy as np
 
 from .._io import write_text_atomic
 from . import plots
-from .report import _fmt, _millions, _size
+from .writer import _fmt, _millions, _size
 
 THUMB_PX = 96
 CSS = """

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import ECE_BINS, CI_LEVEL, Metrics, paired_auc_diff, predict
+from ..metrics.classification import ECE_BINS, CI_LEVEL, Metrics, paired_auc_diff, predict
 
 ROC_POINTS = 200  # per curve, after dropping collinear points
 MAX_DISAGREEMENTS = 50  # cases listed; the total is recorded too
@@ -137,7 +137,7 @@ def _signed(x: float) -> str:
 
 def clinical_section(cands: list[Any], shipped: Any | None, test_labels: np.ndarray, candidate_dicts: list[dict],
                      operating_point: str, resamples: int, seed: int, margin: float) -> dict:
-    """The ``clinical`` block of report.json, from the measured candidates (edgekd.bench.candidates.Candidate)."""
+    """The ``clinical`` block of report.json, from the measured candidates (edgekd.measure.candidates.Candidate)."""
     teacher = cands[0]
     by = {c.name: c for c in cands}
     student = by.get("student-distilled")

@@ -19,7 +19,7 @@ torchscript     exported to ONNX (legacy exporter), then as ONNX
 torch.export    exported to ONNX (dynamo exporter), then as ONNX
 ==============  ==========================================================================
 
-A converted student quantizes with NNCF like a timm one (:mod:`edgekd.models._onnx_torch` keeps its
+A converted student quantizes with NNCF like a timm one (:mod:`edgekd.models.onnx_torch` keeps its
 onnx2torch layers on their torch path, and :func:`edgekd.quantize.quantize_ptq` hands NNCF a plain
 module around the ``GraphModule``).
 
@@ -37,8 +37,8 @@ from typing import Any
 import torch
 
 from ..errors import EdgekdError, TeacherError
-from .stats import count_macs, count_params
-from .teacher import Teacher
+from ..models.stats import count_macs, count_params
+from ..models.teacher import Teacher
 
 FROM_TEACHER = "from-teacher"  # DistillConfig.student value that asks for a derived student
 REFERENCE_STUDENT = "lcnet_100"  # the default MACs budget is this zoo student's MACs on the same input
@@ -75,7 +75,7 @@ def derived_base(teacher: Teacher, example: torch.Tensor) -> torch.nn.Module:
     check_derivable(teacher)
     if teacher.format in ("timm", "pickle"):
         return copy.deepcopy(teacher.module).train()
-    from ._onnx_torch import onnx_to_torch, torch_to_onnx
+    from ..models.onnx_torch import onnx_to_torch, torch_to_onnx
 
     try:
         if teacher.format == "onnx":
@@ -103,7 +103,7 @@ def trial_base(teacher: Teacher, example: torch.Tensor) -> torch.nn.Module:
     back to the zoo student at once (TeacherError, one line) instead of failing after the teacher
     signal is paid for.
     """
-    from ..prune.pruner import _classifier_of, _prune_copy
+    from .pruner import _classifier_of, _prune_copy
 
     example = example[:1].detach().float()
     base = derived_base(teacher, example)
@@ -138,7 +138,7 @@ def derive_student(
     BatchNorm statistics are re-estimated on ``train_images`` (up to 512) after each cut: the
     teacher's no longer describe what reaches a layer once blocks or channels before it are gone.
     """
-    from ..prune.pruner import ROUND_TO, _classifier_of, _prune_to
+    from .pruner import ROUND_TO, _classifier_of, _prune_to
 
     example = example[:1].detach().float()
     base = derived_base(teacher, example)
@@ -183,21 +183,21 @@ def derive_student(
 
 def reference_macs(example: torch.Tensor, num_classes: int, name: str = REFERENCE_STUDENT) -> int:
     """MACs of zoo student ``name`` (``in_chans`` from ``example``) on ``example``."""
-    from .student import create_student
+    from ..models.student import create_student
 
     return count_macs(create_student(name, int(example.shape[1]), num_classes), example[:1])
 
 
 def save_derived(model: torch.nn.Module, teacher: Teacher, folder: Path, example: torch.Tensor) -> None:
     """``student.structure.json`` + ``student.pt`` (state_dict) in ``folder``, relative to :func:`derived_base`."""
-    from ..prune.serialize import save_pruned
+    from .serialize import save_pruned
 
     save_pruned(model, derived_base(teacher, example[:1]), Path(folder), stem=_STEM)
 
 
 def load_derived(teacher: Teacher, folder: Path, example: torch.Tensor) -> torch.nn.Module:
     """The student saved by :func:`save_derived`, rebuilt from the same teacher (eval mode)."""
-    from ..prune.serialize import load_pruned
+    from .serialize import load_pruned
 
     return load_pruned(lambda: derived_base(teacher, example[:1]), Path(folder), stem=_STEM)
 
@@ -206,7 +206,7 @@ def load_derived(teacher: Teacher, folder: Path, example: torch.Tensor) -> torch
 def _remove_blocks(model: torch.nn.Module, images: torch.Tensor, teacher_logits: torch.Tensor, depth: int | None,
                    temperature: float, calib: torch.Tensor) -> tuple[torch.nn.Module, list[str], list[float]]:
     """Greedy removal, least harmful first; every stage (``nn.Sequential``) keeps at least one block."""
-    from ..prune.depth import remove_blocks
+    from .depth import remove_blocks
 
     if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool) or depth < 0):
         raise EdgekdError(f"derived student depth (blocks to remove) must be an integer >= 0, got {depth!r}")
@@ -248,7 +248,7 @@ def _recalibrate_bn(model: torch.nn.Module, images: torch.Tensor, batch_size: in
 
 def _default_depth(model: torch.nn.Module, example: torch.Tensor) -> int:
     """All removable blocks but one per stage: for ResNet-18, 4 of its 8 blocks (one per stage)."""
-    from ..prune.depth import removable_blocks
+    from .depth import removable_blocks
 
     per_stage: dict[str, int] = {}
     for name in removable_blocks(model, example):
@@ -304,7 +304,7 @@ def _exported_program_onnx(teacher: Teacher, example: torch.Tensor) -> Any:
     import io as _io
     import logging
 
-    from ._onnx_torch import torch_to_onnx
+    from ..models.onnx_torch import torch_to_onnx
 
     path = teacher.path
     log = logging.getLogger("torch.export")
@@ -325,6 +325,6 @@ def _unconvertible(teacher: Teacher, exc: BaseException) -> str:
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:
-    from ._checkpoint import first_line
+    from ..models._checkpoint import first_line
 
     return first_line(exc, limit)

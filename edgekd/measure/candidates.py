@@ -11,7 +11,7 @@ import torch
 
 from ..config import BenchConfig
 from .latency import latency_report
-from .metrics import Metrics, evaluate_logits
+from ..metrics.classification import Metrics, evaluate_logits
 
 
 @dataclass
@@ -29,9 +29,9 @@ class Candidate:
     agreement: Any = None  # edgekd.lower.validate.Agreement, for lowered models
     source: str | None = None  # name of the candidate this one was lowered from
     metrics: Metrics | None = None
-    latency: Any = None  # edgekd.bench.latency.Latency, batch 1
+    latency: Any = None  # edgekd.measure.latency.Latency, batch 1
     latency_batch: Any = None  # the same at the target profile's batch (None when that is 1)
-    memory: Any = None  # edgekd.bench.memory.SessionMemory (ONNX Runtime / OpenVINO sessions)
+    memory: Any = None  # edgekd.measure.memory.SessionMemory (ONNX Runtime / OpenVINO sessions)
     notes: list[str] = field(default_factory=list)
     timed: bool = True  # False for simulated models (NNCF fake-quant in torch): metrics only, no latency
 
@@ -93,7 +93,7 @@ def measure(
 
     ``reference`` is the teacher's metrics (None while measuring the teacher itself): with
     ``cfg.operating_point == "teacher-sensitivity"`` this candidate's val threshold is the one
-    reaching the teacher's val sensitivity (see edgekd.bench.metrics).
+    reaching the teacher's val sensitivity (see edgekd.metrics.classification).
     """
     from ..lower._base import predict_batched
 

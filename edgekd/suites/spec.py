@@ -3,7 +3,7 @@
 A suite is read into a typed :class:`Suite` with a strict schema (an unknown key or a bad value
 fails with the key and the fix, as target profiles do). Its run matrix is the product of the four
 lists; each :class:`Run` becomes one :class:`edgekd.config.CompressConfig`. Running, resuming and
-aggregating live in :mod:`edgekd.bench.suite_run`; the file format is documented in
+aggregating live in :mod:`edgekd.suites.run`; the file format is documented in
 benchmarks/README.md ("Suites")::
 
     name: pneumonia-cpu

@@ -17,7 +17,7 @@ LOWER = ("int8", "bf16", "fp16")
 def precision_notes(cands: list[Any], profile: Any, shipped: Any, min_auc: float | None = None) -> list[dict]:
     """One note per (runtime, lower precision) with both it and an fp32 student timed in this run.
 
-    ``cands`` are :class:`edgekd.bench.candidates.Candidate` (metrics and latency measured),
+    ``cands`` are :class:`edgekd.measure.candidates.Candidate` (metrics and latency measured),
     ``profile`` the target profile, ``shipped`` the shipped candidate or None, ``min_auc`` the
     AUC floor of the shipping rule (used to say why a faster precision did not ship).
     """

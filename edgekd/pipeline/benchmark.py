@@ -1,0 +1,61 @@
+"""The benchmark stage: every candidate measured in this run, the shipped one chosen, the report and the bundle written.
+
+Never cached: every figure in a report is measured in the run that writes it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .run import Run
+from .stage import Stage
+
+
+class BenchmarkStage(Stage):
+    """Latency, size and clinical figures of every candidate; the shipping decision; report and bundle."""
+
+    name = "benchmark"
+
+    def announce(self, run: Run) -> str:
+        return f"{len(run.candidates)} candidates (batch 1, {run.inp.threads} threads), then ship and report"
+
+    def execute(self, run: Run) -> None:
+        from ..measure.candidates import measure
+        from ..report.build import build_report
+        from ..report.html import write_html
+        from ..report.writer import write_report
+        from ..ship import choose_shipped, teacher_reference
+        from ..targets import shipping_budget
+
+        cfg, inp, cands = run.cfg, run.inp, run.candidates
+        data, profile = inp.data, inp.profile
+        val, test = _arrays(data.val), _arrays(data.test)
+        teacher = teacher_reference(cands)
+        batch = cfg.bench.batch or profile.batch
+        measure(teacher, val, test, cfg.bench, inp.threads, reference=None, seed=cfg.seed, batch=batch)
+        for c in cands:
+            if c is not teacher:
+                measure(c, val, test, cfg.bench, inp.threads, reference=teacher.metrics, seed=cfg.seed, batch=batch)
+        budget = shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop)
+        shipped, ship_info = choose_shipped(cands, profile, teacher.metrics, budget.max_auc_drop,
+                                            max_sensitivity_drop=budget.max_sensitivity_drop)
+        ship_info["budget_source"] = budget.source
+        ship_info["teacher_candidate"] = teacher.name
+        report = build_report(cfg, inp, cands, shipped, ship_info, run.stages, run.work, run.elapsed())
+        bundle = None
+        if shipped is not None:
+            from ..bundle import bundle_entry, write_bundle
+
+            shipped_d = next(c for c in report["candidates"] if c["name"] == shipped.name)
+            bundle = write_bundle(run.work, shipped_d, data, profile, cfg.seed)
+            report["bundle"] = bundle_entry(bundle, archive=cfg.archive)
+        write_report(report, run.work)
+        write_html(report, run.work, data)
+        if bundle is not None:
+            from ..bundle import finish_bundle
+
+            finish_bundle(bundle, report)
+        run.shipped, run.report, run.ship_info = shipped, report, ship_info
+
+
+def _arrays(split) -> tuple[np.ndarray, np.ndarray]:
+    return split.images.numpy().astype(np.float32, copy=False), split.labels.numpy()

@@ -1,0 +1,162 @@
+"""The teacher's stages: what it answers for the training pool (teacher-signal), and how it runs
+deployed without edgekd (baselines: the figures every speed-up is measured against)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._io import size_on_disk
+from ..measure.candidates import Candidate
+from .run import Run, records
+from .stage import Stage
+
+
+class TeacherSignalStage(Stage):
+    """The teacher on val, on the clean training pool and (cached mode) on augmented views of it.
+
+    Online mode keeps only the clean logits here: later stages ask the teacher about each batch.
+    How the teacher answers for augmented views (online or cached) is decided here, once.
+    """
+
+    name = "teacher-signal"
+
+    def _plan(self, run: Run):
+        from ..distill.augment import Augmenter
+        from ..distill.source import Pool, cached_view_count, choose_mode
+
+        cfg, d, unl = run.cfg.distill, run.inp.data, run.inp.unlabelled
+        pool = Pool.of(d.train.images, d.train.labels, unl.images if unl is not None else None)
+        pre = d.preprocessing
+        aug = Augmenter(cfg.augment, mean=tuple(pre.mean), std=tuple(pre.std), channels=d.channels, flips=cfg.flips,
+                        mixup=cfg.mixup)
+        views = cached_view_count(len(pool), run.budget.distill, cfg.batch_size, int(pool.images[0].numel()),
+                                  cfg.cached_views)
+        mode, why = choose_mode(cfg.teacher_mode, augment=aug.active, n_pool=len(pool), steps=run.budget.distill,
+                                batch_size=cfg.batch_size, views=views, features=cfg.feature_kd > 0)
+        return pool, aug, views, mode, why
+
+    def announce(self, run: Run) -> str:
+        b, inp = run.budget, run.inp
+        return (f"evaluate teacher ({inp.teacher.format}) on {inp.data.split_sizes()}; training budget "
+                f"{b.distill} distillation steps ({'derived from the data size' if b.derived else '--max-steps'}), "
+                f"prune fine-tunes {b.finetune}, recovery {b.recovery}, QAT {b.qat}")
+
+    def key(self, run: Run) -> str:
+        cfg, unl = run.cfg.distill, run.inp.unlabelled
+        _, _, views, mode, _ = self._plan(run)
+        return run.store.key(self.name, run.teacher_key, run.data_key, unl.sha256 if unl is not None else None,
+                             mode, views if mode == "cached" else None, cfg.augment, cfg.flips, cfg.mixup,
+                             run.cfg.seed)
+
+    def summary(self, run: Run) -> str:
+        pool, _, views, mode, _ = self._plan(run)
+        return mode + (f", {views} views of {len(pool)} images" if mode == "cached" else "")
+
+    def produce(self, run: Run, folder: Path) -> dict:
+        from ..distill.source import build_signal
+
+        pool, aug, views, mode, why = self._plan(run)
+        sig = build_signal(mode, pool, run.inp.data.val.images, run.inp.teacher.logits, aug, views=views,
+                           seed=run.cfg.seed, folder=folder, why=why)
+        np.savez(folder / "teacher_logits.npz", clean=sig.clean.numpy(), val=sig.val.numpy())
+        return dict(sig.info)
+
+    def load(self, run: Run, entry) -> None:
+        from ..distill.source import TeacherSignal, load_views
+
+        pool, aug, _, mode, _ = self._plan(run)
+        with np.load(entry.file("teacher_logits.npz"), allow_pickle=False) as z:
+            clean, val = torch.from_numpy(z["clean"]), torch.from_numpy(z["val"])
+        sig = TeacherSignal(mode, pool, val, clean, augmenter=aug, mean=aug.mean, std=aug.std, info=dict(entry.info))
+        if mode == "online":
+            sig.teacher = run.inp.teacher.logits
+            if run.cfg.distill.feature_kd > 0:
+                sig.feature_module = run.inp.teacher.module
+        elif mode == "cached":
+            sig.attach_views(load_views(entry.path))
+        run.signal = sig
+        run.stages["teacher"] = dict(entry.info)
+
+
+class BaselinesStage(Stage):
+    """The teacher as a user would deploy it without edgekd: torch, ONNX Runtime and OpenVINO fp32, OpenVINO INT8."""
+
+    name = "baselines"
+
+    def announce(self, run: Run) -> str:
+        return "the teacher as deployed without edgekd (ONNX Runtime, OpenVINO fp32, OpenVINO INT8 PTQ)"
+
+    def key(self, run: Run) -> str:
+        return run.store.key(self.name, run.teacher_key, run.data_key, run.cfg.quant.calibration_samples,
+                             run.cfg.seed)
+
+    def summary(self, run: Run) -> str:
+        return "teacher files"
+
+    def produce(self, run: Run, folder: Path) -> dict:
+        live = next((c for c in run.candidates if c.name == "teacher-torch-fp32"), None)
+        return records(teacher_baselines(run, folder, live), folder)
+
+    def execute(self, run: Run) -> None:
+        live = teacher_torch_candidate(run)  # not a file: measured live, never cached
+        if live is not None:
+            run.candidates.append(live)
+        super().execute(run)
+
+    def load(self, run: Run, entry) -> None:
+        run.candidates += run.file_candidates(entry, "baselines")
+
+
+def teacher_torch_candidate(run: Run) -> Candidate | None:
+    """The torch fp32 teacher (when the teacher is a torch model): the baseline every speed-up is against."""
+    t, inp = run.inp.teacher, run.inp
+    if t.module is None:
+        return None
+    from ..lower.torch import TorchRunner
+    from ..models import count_macs, count_params
+
+    tsize = size_on_disk(t.path) if t.path is not None and Path(t.path).is_file() else None
+    return Candidate("teacher-torch-fp32", "teacher", "torch", "fp32", "baseline", TorchRunner(t.module, inp.threads),
+                     t.path, tsize, count_params(t.module), count_macs(t.module, inp.example))
+
+
+def teacher_baselines(run: Run, folder: Path, torch_teacher: Candidate | None) -> list[Candidate]:
+    """The teacher's files, written into ``folder``; an ONNX teacher is used as it is, a torch
+    teacher's ONNX export is checked against ``torch_teacher``."""
+    from ..lower import get_backend
+    from ..lower._base import predict_batched
+    from ..lower.validate import check_agreement
+    from ..quantize import calibration_subset
+
+    inp, cfg = run.inp, run.cfg
+    t, cands = inp.teacher, []
+    onnx_be, ov_be = get_backend("onnxruntime"), get_backend("openvino")
+    params, macs = (torch_teacher.params, torch_teacher.macs) if torch_teacher else (None, None)
+    onnx_path = t.onnx_path
+    if onnx_path is None:
+        onnx_path = onnx_be.export_onnx(t.module, inp.example, folder / "teacher-fp32.onnx")
+    check_x = inp.data.test.images.numpy()[:256]
+    ort = onnx_be.OnnxRuntimeRunner(onnx_path, inp.threads, "fp32")
+    c = Candidate("teacher-onnxruntime-fp32", "teacher", "onnxruntime", "fp32", "baseline", ort,
+                  onnx_path, size_on_disk(onnx_path), params, macs, source=torch_teacher.name if torch_teacher else None)
+    if torch_teacher:  # a torch teacher: its ONNX export must match it
+        c.agreement = check_agreement(c.name, predict_batched(torch_teacher.runner, check_x),
+                                      predict_batched(ort, check_x), precision="fp32")
+    cands.append(c)
+    ov_xml = ov_be.export_openvino(onnx_path, inp.example, folder / "teacher-fp32.xml")
+    cands.append(Candidate("teacher-openvino-fp32", "teacher", "openvino", "fp32", "baseline",
+                           ov_be.OpenVINORunner(ov_xml, inp.threads, "fp32"), ov_xml, size_on_disk(ov_xml),
+                           params, macs, source="teacher-onnxruntime-fp32"))
+    calib = calibration_subset(inp.data.train, cfg.quant.calibration_samples, cfg.seed).numpy()
+    run.log(f"baseline: OpenVINO INT8 post-training quantization of the teacher ({len(calib)} calibration images)")
+    int8_xml = ov_be.quantize_openvino_ptq(onnx_path, calib, folder / "teacher-int8.xml", subset_size=len(calib))
+    int8 = Candidate("teacher-openvino-int8", "teacher", "openvino", "int8", "baseline",
+                     ov_be.OpenVINORunner(int8_xml, inp.threads, "int8"), int8_xml, size_on_disk(int8_xml),
+                     params, macs, source="teacher-onnxruntime-fp32")
+    # PTQ is the user's "without edgekd" baseline, not edgekd's output: report its agreement, never fail on it
+    int8.agreement = check_agreement(int8.name, predict_batched(ort, check_x), predict_batched(int8.runner, check_x),
+                                     precision="int8", strict=False)
+    cands.append(int8)
+    return cands

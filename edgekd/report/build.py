@@ -1,0 +1,60 @@
+"""report.json's content, assembled from one run's inputs, candidates, stages and shipping decision."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .. import __version__
+from ..config import CompressConfig
+from ..measure.candidates import Candidate
+from ..ship import speedups
+
+
+def training_section(cfg: CompressConfig, stages: dict) -> dict:
+    """How the students were taught: step budgets, the teacher's mode, the augmentation (report.json "training")."""
+    teacher = stages.get("teacher", {})
+    return {"budget": stages.get("budget"), "teacher_mode": teacher.get("mode"), "teacher_mode_reason": teacher.get("why"),
+            "cached_views": teacher.get("views"), "augmentation": teacher.get("augmentation"),
+            "unlabelled_images": teacher.get("unlabelled_images", 0), "selection":
+            "lowest val KL(teacher ‖ student) among checkpoints after "
+            f"{cfg.distill.min_fraction:.0%} of the budget, within 0.01 of the best val AUC"}
+
+
+def build_report(cfg: CompressConfig, inp, cands: list[Candidate], shipped: Candidate | None,
+                 ship_info: dict, stages: dict, work: Path, seconds: float) -> dict:
+    from ..measure.machine import machine_info
+    from .clinical import clinical_section
+    from .precision import precision_notes
+    from .writer import SCHEMA_VERSION
+
+    d, t = inp.data, inp.teacher
+    cand_dicts = [c.to_dict(work) for c in cands]
+    clinical = clinical_section(cands, shipped, d.test.labels.numpy(), cand_dicts, cfg.bench.operating_point,
+                                cfg.bench.bootstrap_resamples, cfg.seed, margin=ship_info["max_auc_drop"])
+    chosen = ship_info.get("chosen")
+    ship_info["non_inferiority"] = clinical["vs_teacher"].get(chosen) if chosen else None
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "edgekd_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seed": cfg.seed,
+        "target": inp.profile.to_dict(),
+        "teacher": {"spec": t.spec, "path": str(t.path) if t.path else None, "sha256": t.sha256, "format": t.format},
+        "dataset": {
+            "path": str(d.path) if d.path else None, "sha256": d.sha256, "format": d.format,
+            "synthetic": d.format == "synthetic", "num_classes": d.num_classes, "class_names": d.class_names,
+            "channels": d.channels, "image_size": list(d.image_size), "splits": d.split_sizes(),
+        },
+        "preprocessing": d.preprocessing.to_dict(),
+        "machine": machine_info(inp.threads),
+        "config": cfg.to_dict(),
+        "training": training_section(cfg, stages),
+        "stages": stages,
+        "candidates": cand_dicts,
+        "shipped": shipped.name if shipped else None,
+        "shipping": ship_info,
+        "clinical": clinical,
+        "speedups": speedups(cands, shipped),
+        "precision_notes": precision_notes(cands, inp.profile, shipped),
+        "seconds": seconds,
+    }
