@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekd.bench.metrics import evaluate_logits
+from edgekd.metrics.classification import evaluate_logits
 from edgekd.device import RUNNER_PATH, RUNNER_VERSION, copy_runner, load_device_result
 from edgekd.errors import InputError
 
@@ -420,10 +420,11 @@ class Context(object):
 
 # Build side: the "ONNX file" is the engine spec as JSON; "qdq": true adds Q/DQ layers.
 class NetworkDefinitionCreationFlag(object):
-    EXPLICIT_BATCH = 0
+    EXPLICIT_BATCH, STRONGLY_TYPED = 0, 1
 
 class BuilderFlag(object):
-    FP16, INT8 = "FP16", "INT8"
+    if _V < (11, 0):  # TensorRT 11 removed them: precision comes from the ONNX
+        FP16, INT8 = "FP16", "INT8"
 
 class MemoryPoolType(object):
     WORKSPACE = "WORKSPACE"
@@ -438,6 +439,8 @@ class Network(object):
     def __init__(self, flags):
         if _V < (10, 0) and not flags & 1:
             raise RuntimeError("ONNX networks need the EXPLICIT_BATCH flag before TensorRT 10")
+        if _V >= (11, 0) and not flags & 2:
+            raise RuntimeError("TensorRT 11 networks are strongly typed")
         self.spec, self.layers = None, []
     num_layers = property(lambda self: len(self.layers))
     def get_layer(self, i): return self.layers[i]
@@ -591,7 +594,7 @@ with open(os.environ["FAKE_TRT_CALLS"], "a") as f:
 
 
 @pytest.mark.parametrize("builder", ["python-api", "trtexec"])
-@pytest.mark.parametrize("version", ["8.2.1", "10.3.0"])
+@pytest.mark.parametrize("version", ["8.2.1", "10.3.0", "11.0.0"])
 def test_tensorrt_onnx_without_build_engine_sh_builds_fp16_int8_for_qdq(fake_trt, tmp_path, builder, version):
     spec, logits, labels = _trt_bundle(tmp_path, batch=-1, input_dtype="float")
     (tmp_path / "model.onnx").write_text(json.dumps({**spec, "qdq": True}))  # the stand-in parser reads JSON
@@ -609,11 +612,19 @@ def test_tensorrt_onnx_without_build_engine_sh_builds_fp16_int8_for_qdq(fake_trt
     assert res.returncode == 0, res.stderr[-2000:]
     doc = json.loads(res.stdout)
     assert doc["runtime"]["engine_build"]["built_by"] == {"python-api": "tensorrt-python-api"}.get(builder, builder)
-    assert doc["runtime"]["precision"] == "fp16+int8"  # Q/DQ in the network: INT8 on, FP16 for the float layers
     assert doc["model"]["path"] == str((tmp_path / "model.engine").resolve())
     calls = fake_trt["calls"].read_text()
-    if builder == "trtexec":
-        workspace = "--workspace=512" if version.startswith("8.2") else "--memPoolSize=workspace:512"
+    if version.startswith("11"):  # the same table as the host's: no precision flags, strongly typed
+        assert doc["runtime"]["precision"].startswith("strongly typed")
+        assert "--fp16" not in calls.split() and "--int8" not in calls.split()
+        if builder == "trtexec":
+            assert "--stronglyTyped" in calls.split() and "--memPoolSize=workspace:512M" in calls.split()
+        else:
+            assert f"built  workspace={512 << 20}" in calls
+        return
+    assert doc["runtime"]["precision"] == "fp16+int8"  # Q/DQ in the network: INT8 on, FP16 for the float layers
+    if builder == "trtexec":  # the host's build_engine.sh gets the same arguments (one table, in the runner)
+        workspace = {"8.2.1": "--workspace=512", "10.3.0": "--memPoolSize=workspace:512M"}[version]
         for flag in ("--fp16", "--int8", "--shapes=input:2x1x12x12", workspace):
             assert flag in calls.split()
     else:

@@ -419,13 +419,56 @@ def trt_version(trt):
     return tuple(parts + [0] * (2 - len(parts)))
 
 
+# ---------------------------------------------------------------------------------------------
+# TensorRT per release: the one table of build flags. The host (edgekd.lower.tensorrt, for
+# build_engine.sh and its own builds) imports these functions from this file, and the copy of
+# this file in a bundle uses them on the device, so both always agree.
+#   8.x / 10.x: BuilderFlag.FP16 / INT8 (trtexec --fp16 / --int8); INT8 from Q/DQ still needs INT8,
+#               and FP16 lets the layers outside Q/DQ pairs run in half precision.
+#   11.x:       those flags are gone: networks are strongly typed, precision comes from the ONNX
+#               types and Q/DQ nodes; trtexec documents --stronglyTyped as the (default) mode.
+STRONGLY_TYPED_FROM = (11, 0)
+_PRECISION_FLAGS = {"fp32": [], "fp16": ["FP16"], "int8": ["INT8", "FP16"]}
+
+
+def builder_flags(version, precision):
+    """TensorRT BuilderFlag names to set for ``precision`` on TensorRT ``version`` (major, minor)."""
+    if tuple(version) >= STRONGLY_TYPED_FROM:
+        return []
+    return list(_PRECISION_FLAGS[precision])
+
+
+def trtexec_precision_args(version, precision):
+    """trtexec's precision arguments for ``precision`` on TensorRT ``version``."""
+    if tuple(version) >= STRONGLY_TYPED_FROM:
+        return ["--stronglyTyped"]
+    return ["--" + flag.lower() for flag in builder_flags(version, precision)]
+
+
+def trtexec_workspace_arg(version, mb):
+    """trtexec's workspace argument: --workspace before 8.4, --memPoolSize after (10.x wants a unit)."""
+    version = tuple(version)
+    if version < (8, 4):
+        return "--workspace={}".format(mb)
+    if version < (10, 0):
+        return "--memPoolSize=workspace:{}".format(mb)  # MiB; 8.4-9.x parse a bare number only
+    return "--memPoolSize=workspace:{}M".format(mb)
+
+
+def network_flags(trt, version):
+    """NetworkDefinitionCreationFlag bits for an ONNX network on TensorRT ``version``."""
+    flags = trt.NetworkDefinitionCreationFlag
+    version = tuple(version)
+    if version < (10, 0):
+        return 1 << int(flags.EXPLICIT_BATCH)  # ONNX networks need explicit batch on 8.x
+    if version < STRONGLY_TYPED_FROM:
+        return 0  # 10.x: always explicit batch; EXPLICIT_BATCH is deprecated and ignored
+    return 1 << int(flags.STRONGLY_TYPED)  # 11: the only mode (flag kept, marked deprecated)
+
+
 def parse_onnx(trt, logger, builder, onnx_path):
     """(network, parser) for the ONNX file; explicit batch (a flag in TensorRT 8.x, the default in 10.x)."""
-    flags = 0
-    explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
-    if explicit is not None and trt_version(trt) < (10, 0):
-        flags = 1 << int(explicit)
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt, trt_version(trt)))
     parser = trt.OnnxParser(network, logger)
     if hasattr(parser, "parse_from_file"):
         ok = parser.parse_from_file(onnx_path)
@@ -457,34 +500,37 @@ def build_engine(onnx_path, engine_path, batch, precision, workspace_mb):
         layer_types = {network.get_layer(i).type for i in range(network.num_layers)}
         qdq = bool(layer_types & {trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE})
         fast_fp16 = getattr(builder, "platform_has_fast_fp16", True)  # deprecated in TensorRT 10
-        fp16 = precision == "fp16" or (precision in ("auto", "int8") and fast_fp16)
-        int8 = precision == "int8" or (precision == "auto" and qdq)
+        if precision == "auto":
+            precision = "int8" if qdq else ("fp16" if fast_fp16 else "fp32")
+        version = trt_version(trt)
         inp = network.get_input(0)
         shape = [batch] + [int(d) for d in inp.shape][1:]
         trtexec = shutil.which("trtexec") or next(
             (p for p in ("/usr/src/tensorrt/bin/trtexec", "/usr/local/tensorrt/bin/trtexec") if os.path.isfile(p)), None)
         if trtexec:
             how = "trtexec"
-            workspace = ("--workspace={}".format(workspace_mb) if trt_version(trt) < (8, 4)
-                         else "--memPoolSize=workspace:{}".format(workspace_mb))
-            cmd = [trtexec, "--onnx=" + onnx_path, "--saveEngine=" + engine_path, workspace]
+            cmd = [trtexec, "--onnx=" + onnx_path, "--saveEngine=" + engine_path,
+                   trtexec_workspace_arg(version, workspace_mb)]
             if any(d < 0 for d in inp.shape):
                 cmd.append("--shapes={}:{}".format(inp.name, "x".join(str(d) for d in shape)))
-            cmd += (["--fp16"] if fp16 else []) + (["--int8"] if int8 else [])
+            cmd += trtexec_precision_args(version, precision)
             log("building the engine: " + " ".join(cmd))
             if subprocess.call(cmd, stdout=sys.stderr) != 0:
                 raise RunnerError("trtexec failed to build '{}': see its output above".format(engine_path), code=1)
         else:
             how = "tensorrt-python-api"
             log("building the engine with the TensorRT {} Python API ...".format(trt.__version__))
-            _build_with_api(trt, builder, network, inp, shape, engine_path, fp16, int8, workspace_mb)
-        precision_used = ("fp16" if fp16 else "fp32") + ("+int8" if int8 else "")
+            _build_with_api(trt, builder, network, inp, shape, engine_path, builder_flags(version, precision),
+                            workspace_mb)
+        flags = builder_flags(version, precision)
+        precision_used = ("+".join(sorted(f.lower() for f in flags)) or "fp32") if version < STRONGLY_TYPED_FROM \
+            else "strongly typed (the ONNX's types and Q/DQ)"
     if not os.path.isfile(engine_path):
         raise RunnerError("the engine build finished but '{}' does not exist: build_engine.sh must write it".format(engine_path))
     return {"built_by": how, "precision": precision_used, "seconds": round(time.perf_counter() - start, 1)}
 
 
-def _build_with_api(trt, builder, network, inp, shape, engine_path, fp16, int8, workspace_mb):
+def _build_with_api(trt, builder, network, inp, shape, engine_path, flags, workspace_mb):
     config = builder.create_builder_config()
     if hasattr(config, "set_memory_pool_limit"):  # TensorRT >= 8.4
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
@@ -494,9 +540,8 @@ def _build_with_api(trt, builder, network, inp, shape, engine_path, fp16, int8, 
         profile = builder.create_optimization_profile()
         profile.set_shape(inp.name, shape, shape, shape)
         config.add_optimization_profile(profile)
-    for wanted, flag in ((fp16, "FP16"), (int8, "INT8")):
-        if wanted and hasattr(trt.BuilderFlag, flag):  # TensorRT 11 drops these: precision comes from the ONNX
-            config.set_flag(getattr(trt.BuilderFlag, flag))
+    for flag in flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RunnerError("TensorRT could not build an engine from the ONNX file (see the TensorRT log above)", code=1)

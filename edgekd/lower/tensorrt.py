@@ -39,6 +39,7 @@ from typing import Any
 from .._io import write_text_atomic
 from ..errors import InputError, LoweringError, MissingDependencyError, TargetError
 from ..targets import TargetProfile
+from ..device.runner import builder_flags, network_flags, trtexec_precision_args, trtexec_workspace_arg
 from ._base import cleanup_on_error, first_line, temp_sibling
 from ._trt_qdq import (  # noqa: F401  (re-exported: the public TensorRT API lives here)
     SUPPORTED_OPS,
@@ -101,8 +102,8 @@ class EnginePlan:
         version = parse_version(self.tensorrt)
         args = ["trtexec", f"--onnx={self.onnx}", f"--saveEngine={self.engine}"]
         args += self._shape_args()
-        args += _precision_args(version, self.precision)
-        args.append(_workspace_arg(version, self.workspace_mb))
+        args += trtexec_precision_args(version, self.precision)
+        args.append(trtexec_workspace_arg(version, self.workspace_mb))
         if self.dla_core is not None:
             args.append(f"--useDLACore={self.dla_core}")
             if self.gpu_fallback:
@@ -127,20 +128,6 @@ class EnginePlan:
         d["input_shape"] = list(self.input_shape)
         d["trtexec"] = self.trtexec_args()
         return d
-
-
-def _precision_args(version: tuple[int, int], precision: str) -> list[str]:
-    if version >= (11, 0):
-        return ["--stronglyTyped"]  # precision flags are gone; 11.0 documents this one as the (default) mode
-    return {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", "--fp16"]}[precision]
-
-
-def _workspace_arg(version: tuple[int, int], mb: int) -> str:
-    if version < (8, 4):
-        return f"--workspace={mb}"
-    if version < (10, 0):
-        return f"--memPoolSize=workspace:{mb}"  # MiB; 8.4–9.x parse a bare number only
-    return f"--memPoolSize=workspace:{mb}M"
 
 
 def default_precision(profile: TargetProfile) -> str:
@@ -262,7 +249,7 @@ def build_engine(onnx_path: Path, engine_path: Path, plan: EnginePlan) -> Path:
         _require_fp16_onnx(onnx_path)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt, version))
+    network = builder.create_network(network_flags(trt, version))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [_parser_error(parser.get_error(i)) for i in range(min(parser.num_errors, 3))]
@@ -301,15 +288,6 @@ def _parser_error(err: Any) -> str:
     return f"node {node}: {desc}" if isinstance(node, int) and node >= 0 else str(desc)
 
 
-def _network_flags(trt: Any, version: tuple[int, int]) -> int:
-    flags = trt.NetworkDefinitionCreationFlag
-    if version < (10, 0):
-        return 1 << int(flags.EXPLICIT_BATCH)  # ONNX networks need explicit batch on 8.x
-    if version < (11, 0):
-        return 0  # 10.x: always explicit batch; EXPLICIT_BATCH is deprecated and ignored
-    return 1 << int(flags.STRONGLY_TYPED)  # 11: the only mode (flag kept, marked deprecated)
-
-
 def _set_workspace(trt: Any, config: Any, version: tuple[int, int], mb: int) -> None:
     if version < (8, 4):
         config.max_workspace_size = mb << 20
@@ -318,13 +296,11 @@ def _set_workspace(trt: Any, config: Any, version: tuple[int, int], mb: int) -> 
 
 
 def _set_precision(trt: Any, builder: Any, config: Any, version: tuple[int, int], precision: str) -> None:
-    if version >= (11, 0) or precision == "fp32":
-        return  # 11: no FP16/INT8 flags, the ONNX types (and Q/DQ) decide
-    if precision == "int8":
-        if getattr(builder, "platform_has_fast_int8", True) is False:
-            raise LoweringError("this GPU has no fast INT8 (e.g. Jetson Nano's Maxwell): build an fp16 engine")
-        config.set_flag(trt.BuilderFlag.INT8)  # Q/DQ networks still need it before 11
-    config.set_flag(trt.BuilderFlag.FP16)  # layers outside Q/DQ pairs may run in FP16
+    flags = builder_flags(version, precision)  # the runner's table: none on 11 (the ONNX types decide)
+    if "INT8" in flags and getattr(builder, "platform_has_fast_int8", True) is False:
+        raise LoweringError("this GPU has no fast INT8 (e.g. Jetson Nano's Maxwell): build an fp16 engine")
+    for flag in flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
 
 
 def _use_dla(trt: Any, builder: Any, config: Any, plan: EnginePlan) -> None:
