@@ -74,19 +74,30 @@ def check_agreement(name: str, reference: np.ndarray, candidate: np.ndarray, *,
         raise InputError(f"unknown precision '{precision}'{did_you_mean(precision, TOLERANCES)}; "
                          f"use one of {', '.join(TOLERANCES)}")
     tol = TOLERANCES[precision]
-    ref, cand = _as_logits(name, reference, candidate)
-    allowed = tol.rel_max_abs_diff * max(1.0, float(np.abs(ref).max()))
-    max_abs_diff = float(np.abs(cand - ref).max())
-    agreement = _agreement(ref, cand, tie=2 * allowed if tol.forgive_ties else 0.0)
-    ok = agreement >= tol.min_agreement and max_abs_diff <= allowed
-    result = Agreement(name, agreement, max_abs_diff, len(ref), ok, tol.min_agreement, allowed)
-    if strict and not ok:
+    result = compare_logits(name, reference, candidate, tol)
+    agreement, max_abs_diff, allowed = result.agreement, result.max_abs_diff, result.max_abs_diff_allowed
+    if strict and not result.ok:
         raise LoweringError(
             f"{name} disagrees with its torch source: agreement {100 * agreement:.1f} % "
             f"(min {100 * tol.min_agreement:g} %), max |Δlogit| {max_abs_diff:.3g} "
             f"(max {allowed:.3g} at {precision}); re-export it or check the runtime's precision settings"
         )
     return result
+
+
+def compare_logits(name: str, reference: np.ndarray, candidate: np.ndarray, tol: Tolerance) -> Agreement:
+    """The one comparison of two models' logits (N×K, same inputs) against a tolerance.
+
+    Used for every lowering check (:func:`check_agreement`, tolerances per precision) and by
+    ``edgekd verify`` (re-run outputs against the recorded ones, a tighter tolerance). Raises
+    LoweringError on a shape mismatch or non-finite values.
+    """
+    ref, cand = _as_logits(name, reference, candidate)
+    allowed = tol.rel_max_abs_diff * max(1.0, float(np.abs(ref).max()))
+    max_abs_diff = float(np.abs(cand - ref).max())
+    agreement = _agreement(ref, cand, tie=2 * allowed if tol.forgive_ties else 0.0)
+    ok = agreement >= tol.min_agreement and max_abs_diff <= allowed
+    return Agreement(name, agreement, max_abs_diff, len(ref), ok, tol.min_agreement, allowed)
 
 
 def _as_logits(name: str, reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
