@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -241,11 +242,27 @@ def test_an_edited_setting_reruns_only_its_runs_and_force_reruns_all(suite_file,
 
 def test_a_killed_run_leaves_a_staging_folder_that_the_next_call_removes(suite_file, tmp_path):
     suite = load_suite(suite_file)
-    leftover = tmp_path / "o" / "runs" / f".{suite.runs()[0].id}.partial-123"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid names a process that is gone
+    leftover = tmp_path / "o" / "runs" / f".{suite.runs()[0].id}.partial-{dead.pid}-1700000000000"
     (leftover / "models").mkdir(parents=True)  # what SIGKILL in the middle of compress leaves
     res = run_suite(suite, tmp_path / "o", run_fn=FakeCompress(), log=lambda m: None)
     assert not leftover.exists() and len(res.ran) == 4
     assert sorted(p.name for p in (tmp_path / "o" / "runs").iterdir()) == sorted(r.id for r in suite.runs())
+
+
+def test_the_staging_folder_of_a_live_concurrent_run_is_kept(suite_file, tmp_path):
+    suite = load_suite(suite_file)
+    live = subprocess.Popen(["sleep", "60"])  # another edgekd still writing its run
+    try:
+        busy = tmp_path / "o" / "runs" / f".{suite.runs()[0].id}.partial-{live.pid}-1700000000000"
+        (busy / "models").mkdir(parents=True)
+        (busy / "models" / "half-written.onnx").write_bytes(b"...")
+        res = run_suite(suite, tmp_path / "o", run_fn=FakeCompress(), log=lambda m: None)
+        assert len(res.ran) == 4 and (busy / "models" / "half-written.onnx").read_bytes() == b"..."
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_missing_inputs_fail_before_any_run(suite_file, tmp_path):
