@@ -313,6 +313,19 @@ def test_cli_lists_the_matrix_and_refuses_an_unknown_suite(suite_file, tmp_path)
     assert res.exit_code == 2 and "unknown suite 'pneumonia-cpuu' (did you mean 'pneumonia-cpu'?)" in res.stderr
 
 
+def test_cli_in_a_pipe_prints_the_results_table_and_summary_whole(suite_file, tmp_path):
+    suite = load_suite(suite_file)
+    run_suite(suite, tmp_path / "o", run_fn=FakeCompress(), log=lambda m: None)  # every run finished
+    res = CliRunner().invoke(app, ["bench", str(suite_file), "--out", str(tmp_path / "o")], env={"COLUMNS": "40"})
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.stdout and "\x1b" not in res.stdout
+    for run in suite.runs():
+        (row,) = [line for line in res.stdout.splitlines() if run.id in line]
+        assert "shipped" in row and "→" in row  # the whole row on the run's line
+    summary = [line for line in res.stderr.splitlines() if line.startswith("suite demo:")]
+    assert summary and summary[0].endswith("and results.csv")  # one line, not broken at 40 columns
+
+
 def test_the_shipped_pneumonia_suite_parses(monkeypatch):
     monkeypatch.delenv("EDGEKD_PNEUMONIA", raising=False)
     suite = load_suite("pneumonia-cpu")
