@@ -1,18 +1,23 @@
 """Rich progress bars for long work (training, calibration, benchmarking).
 
-Bars go to stderr and vanish when done; set ``EDGEKD_NO_PROGRESS=1`` to turn them off
-(CI logs, tests).
+Bars go to stderr and vanish when done, and only when stderr is an interactive terminal: a pipe,
+a file, a CI log or ``TERM=dumb`` gets no bars (no blank lines, no control sequences).
+``EDGEKD_NO_PROGRESS=1`` turns them off in a terminal too.
 """
 from __future__ import annotations
 
 import os
+import sys
 from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
 
 def enabled() -> bool:
-    return os.environ.get("EDGEKD_NO_PROGRESS", "") in ("", "0")
+    """Bars on: stderr is an interactive terminal and ``EDGEKD_NO_PROGRESS`` is unset (or 0)."""
+    from ._term import interactive
+
+    return os.environ.get("EDGEKD_NO_PROGRESS", "") in ("", "0") and interactive(sys.stderr)
 
 
 def track(iterable: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:

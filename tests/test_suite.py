@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -241,11 +242,27 @@ def test_an_edited_setting_reruns_only_its_runs_and_force_reruns_all(suite_file,
 
 def test_a_killed_run_leaves_a_staging_folder_that_the_next_call_removes(suite_file, tmp_path):
     suite = load_suite(suite_file)
-    leftover = tmp_path / "o" / "runs" / f".{suite.runs()[0].id}.partial-123"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid names a process that is gone
+    leftover = tmp_path / "o" / "runs" / f".{suite.runs()[0].id}.partial-{dead.pid}-1700000000000"
     (leftover / "models").mkdir(parents=True)  # what SIGKILL in the middle of compress leaves
     res = run_suite(suite, tmp_path / "o", run_fn=FakeCompress(), log=lambda m: None)
     assert not leftover.exists() and len(res.ran) == 4
     assert sorted(p.name for p in (tmp_path / "o" / "runs").iterdir()) == sorted(r.id for r in suite.runs())
+
+
+def test_the_staging_folder_of_a_live_concurrent_run_is_kept(suite_file, tmp_path):
+    suite = load_suite(suite_file)
+    live = subprocess.Popen(["sleep", "60"])  # another edgekd still writing its run
+    try:
+        busy = tmp_path / "o" / "runs" / f".{suite.runs()[0].id}.partial-{live.pid}-1700000000000"
+        (busy / "models").mkdir(parents=True)
+        (busy / "models" / "half-written.onnx").write_bytes(b"...")
+        res = run_suite(suite, tmp_path / "o", run_fn=FakeCompress(), log=lambda m: None)
+        assert len(res.ran) == 4 and (busy / "models" / "half-written.onnx").read_bytes() == b"..."
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_missing_inputs_fail_before_any_run(suite_file, tmp_path):
@@ -294,6 +311,19 @@ def test_cli_lists_the_matrix_and_refuses_an_unknown_suite(suite_file, tmp_path)
     assert res.output.splitlines()[0] == "small--syn--intel-cpu--a\tmissing"
     res = runner.invoke(app, ["bench", "pneumonia-cpuu"])
     assert res.exit_code == 2 and "unknown suite 'pneumonia-cpuu' (did you mean 'pneumonia-cpu'?)" in res.stderr
+
+
+def test_cli_in_a_pipe_prints_the_results_table_and_summary_whole(suite_file, tmp_path):
+    suite = load_suite(suite_file)
+    run_suite(suite, tmp_path / "o", run_fn=FakeCompress(), log=lambda m: None)  # every run finished
+    res = CliRunner().invoke(app, ["bench", str(suite_file), "--out", str(tmp_path / "o")], env={"COLUMNS": "40"})
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.stdout and "\x1b" not in res.stdout
+    for run in suite.runs():
+        (row,) = [line for line in res.stdout.splitlines() if run.id in line]
+        assert "shipped" in row and "→" in row  # the whole row on the run's line
+    summary = [line for line in res.stderr.splitlines() if line.startswith("suite demo:")]
+    assert summary and summary[0].endswith("and results.csv")  # one line, not broken at 40 columns
 
 
 def test_the_shipped_pneumonia_suite_parses(monkeypatch):

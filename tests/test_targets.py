@@ -1,8 +1,13 @@
-"""Target profiles: every shipped profile parses; bad profiles fail with the key and the fix."""
+"""Target profiles: every shipped profile parses; bad profiles fail with the key and the fix;
+``edgekd targets list/show`` print every name whole (pipe, narrow terminal) and JSON for scripts."""
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from typer.testing import CliRunner
+
+from edgekd.cli import app
 from edgekd.errors import TargetError
 from edgekd.targets import PRECISIONS, RUNTIMES, list_targets, load_target, parse_profile
 
@@ -62,3 +67,54 @@ def test_a_profile_can_be_loaded_from_a_path(tmp_path):
     f.write_text(VALID + "threads: 4\n")
     p = load_target(f)
     assert (p.name, p.threads, p.precisions) == ("t", 4, ("int8", "fp32"))
+
+
+# --------------------------------------------------------------------------- the CLI
+
+LISTED = ("name", "runtime", "precisions", "default_student", "description")
+
+
+def _targets(*args: str, columns: int = 80):
+    res = CliRunner().invoke(app, ["targets", *args], env={"COLUMNS": str(columns)})
+    assert res.exit_code == 0, res.output
+    return res.stdout
+
+
+@pytest.mark.parametrize("columns", [40, 80, 200])
+def test_targets_list_in_a_pipe_is_one_plain_line_per_target_with_its_full_name(columns):
+    lines = _targets("list", columns=columns).splitlines()
+    assert [line.split("\t")[0] for line in lines] == list_targets()
+    for line in lines:
+        name, runtime, precisions, student, description = line.split("\t")
+        p = load_target(name)
+        assert (runtime, precisions.split(","), student, description) == (
+            p.runtime, list(p.precisions), p.default_student, p.description)
+    assert "…" not in "".join(lines) and "\x1b" not in "".join(lines)
+
+
+def test_on_a_wide_terminal_a_table_shows_every_full_name_and_a_narrow_one_gets_lines(monkeypatch):
+    monkeypatch.setattr("edgekd._term.interactive", lambda stream: True)
+    table = _targets("list", columns=120)
+    assert "┃ target" in table and "…" not in table
+    for name in list_targets():
+        p = load_target(name)
+        assert f"│ {name} " in table and f"│ {p.default_student} " in table
+    narrow = _targets("list", columns=40)
+    assert [line.split("\t")[0] for line in narrow.splitlines()] == list_targets()
+
+
+def test_targets_list_json_is_the_listed_fields_of_every_profile():
+    rows = json.loads(_targets("list", "--json", columns=40))
+    assert rows == [{k: load_target(n).to_dict()[k] for k in LISTED} for n in list_targets()]
+    assert [r["name"] for r in rows] == list_targets() and all(isinstance(r["precisions"], list) for r in rows)
+
+
+@pytest.mark.parametrize("name", list_targets())
+def test_targets_show_json_is_the_resolved_profile(name):
+    assert json.loads(_targets("show", name, "--json")) == load_target(name).to_dict()
+
+
+def test_targets_show_an_unknown_name_fails_on_stderr_with_nothing_on_stdout():
+    res = CliRunner().invoke(app, ["targets", "show", "intel-cpuu", "--json"])
+    assert res.exit_code == 2 and res.stdout == ""
+    assert "unknown target 'intel-cpuu' (did you mean 'intel-cpu'?)" in res.stderr

@@ -22,6 +22,27 @@ def fail(exc: EdgekdError) -> typer.Exit:
     return typer.Exit(code=exc.exit_code)
 
 
+def print_whole(table) -> None:
+    """Print a rich table on stdout at its full width: no cell is cut ('…') or wrapped.
+
+    Each row is one line in a pipe or a log, whatever ``COLUMNS`` says; a narrower terminal wraps
+    the long lines rather than the table dropping text.
+    """
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console()
+    console.width = max(console.width, Measurement.get(console, console.options.update_width(10_000), table).maximum)
+    console.print(table)
+
+
+def log_console():
+    """The stderr console of a command's log: a line is never broken to fit a width (a pipe reads 80)."""
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
 from . import compress as _compress  # noqa: E402,F401  (registers the command)
 from . import report as _report  # noqa: E402,F401
 from . import targets as _targets  # noqa: E402,F401

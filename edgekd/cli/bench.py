@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from . import app, fail
+from . import app, fail, log_console, print_whole
 from ..errors import EdgekdError
 
 
@@ -20,13 +20,11 @@ def bench(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the run lines, the final table and errors."),
 ) -> None:
     """Run a benchmark suite (teachers × datasets × targets × settings); resumes where it stopped."""
-    from rich.console import Console
-
     from .._compat import quiet_third_party
     from ..suites.spec import load_suite
 
     quiet_third_party()
-    console = Console(stderr=True)
+    console = log_console()
     try:
         s = load_suite(suite)
         folder = out or Path("build") / "bench" / s.name
@@ -62,7 +60,6 @@ def _print_matrix(suite, folder: Path, only: Optional[List[str]]) -> None:
 
 
 def _print_results(results: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title=f"edgekd bench · {results['suite']} · {'; '.join(results['machines']) or ''}")
@@ -78,6 +75,4 @@ def _print_results(results: dict) -> None:
                   f"{f(r['teacher_auc'], '.4f')} → {f(r['shipped_auc'], '.4f')}", f(r["shipped_p50_ms"], ".3f"),
                   f(r["speedup_vs_torch_fp32"], ".1f"), f(r["speedup_vs_openvino_int8"], ".1f"),
                   f(r["shipped_session_mb"], ".1f"), f(r["int8_vs_fp32_on_target"], ".2f"))
-    console = Console()
-    console.width = max(console.width, 150)
-    console.print(t)
+    print_whole(t)

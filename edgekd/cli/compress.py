@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import app, fail
+from . import app, fail, log_console, print_whole
 from ..errors import EdgekdError, InputError
 
 
@@ -71,13 +71,11 @@ def compress(
     """Distill, prune, quantize, lower and benchmark a student for a target; write report.json/md/html."""
     from dataclasses import replace
 
-    from rich.console import Console
-
     from .._compat import quiet_third_party
     from ..config import CompressConfig, Preprocessing
 
     quiet_third_party()
-    console = Console(stderr=True)
+    console = log_console()
     log = (lambda msg: None) if quiet else (lambda msg: console.print(msg, highlight=False))
     try:
         cfg = CompressConfig(target=target, out=out, teacher=teacher, teacher_weights=teacher_weights,
@@ -133,12 +131,8 @@ def _set(obj, **values) -> None:
 def _print_table(out: Path) -> None:
     import json
 
-    from rich.console import Console
-
     from ..report.writer import rich_table
 
     path = out / "report.json"
     if path.exists():
-        console = Console()
-        console.width = max(console.width, 150)  # a 12-column table is unreadable at 80
-        console.print(rich_table(json.loads(path.read_text())))
+        print_whole(rich_table(json.loads(path.read_text())))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -107,9 +106,10 @@ def _comparable(config: dict) -> dict:
 
 
 def _remove_leftovers(run_dir: Path) -> None:
-    """Staging folders of a run killed without clean-up (SIGKILL, power loss)."""
-    for stale in run_dir.parent.glob(f".{run_dir.name}.partial-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    """Staging folders of a run killed without clean-up (SIGKILL, power loss); a live run's stay."""
+    from ..stagecache import sweep_leftovers
+
+    sweep_leftovers(run_dir.parent.glob(f".{run_dir.name}.partial-*"))
 
 
 def check_inputs(suite: Suite, runs: list[Run]) -> None:
