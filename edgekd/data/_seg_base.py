@@ -105,8 +105,11 @@ def check_num_classes(num_classes: int | None) -> None:
                         f"got {num_classes!r}: e.g. 2 for a lesion/background mask")
 
 
-def classes_of(stats: MaskStats, num_classes: int | None) -> tuple[int, bool]:
-    """(K, binary_255): the class count and whether 255 stands for class 1 (see the module rules)."""
+def classes_of(stats: MaskStats, num_classes: int | None, given_by: str = "num_classes") -> tuple[int, bool]:
+    """(K, binary_255): the class count and whether 255 stands for class 1 (see the module rules).
+
+    ``given_by`` names where a given K comes from in messages ("num_classes", "'class_names'").
+    """
     check_num_classes(num_classes)
     if len(stats.low) == 0:
         return num_classes or 2, False
@@ -120,7 +123,7 @@ def classes_of(stats: MaskStats, num_classes: int | None) -> tuple[int, bool]:
         i = first_index(stats.high >= num_classes)
         if i is not None:
             raise DataError(f"{stats.name(i)} has the value {stats.high[i]}, outside 0..{num_classes - 1} "
-                            f"(num_classes {num_classes}): {_VALUE_FIX}, or give the right num_classes")
+                            f"({given_by} {num_classes}): {_VALUE_FIX}, or give the right {given_by}")
         return int(num_classes), False
     if stats.has_255.any():  # 255 next to other foreground values
         a = first_index(stats.has_255 & stats.has_other)
