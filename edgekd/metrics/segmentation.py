@@ -77,24 +77,26 @@ def overlap_counts(pred, truth, num_classes: int) -> tuple[np.ndarray, np.ndarra
     return tp, conf.sum(axis=1) - tp, conf.sum(axis=2) - tp
 
 
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+
 def dice_scores(pred, truth, num_classes: int) -> np.ndarray:
     """N×K Dice per image and class; NaN where the class is absent from both (skipped)."""
     tp, fp, fn = overlap_counts(pred, truth, num_classes)
-    den = 2 * tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, 2 * tp / den, np.nan)
+    return _ratio(2 * tp, 2 * tp + fp + fn)
 
 
 def iou_scores(pred, truth, num_classes: int) -> np.ndarray:
     """N×K IoU (Jaccard) per image and class; NaN where the class is absent from both (skipped)."""
     tp, fp, fn = overlap_counts(pred, truth, num_classes)
-    den = tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, tp / den, np.nan)
+    return _ratio(tp, tp + fp + fn)
 
 
 def hd95(a, b, percentile: float = HD_PERCENTILE) -> float:
-    """Symmetric percentile Hausdorff distance (pixels) between the boundaries of two H×W masks; NaN if either is empty."""
+    """Symmetric percentile Hausdorff distance in pixels between the boundaries of two H×W masks (module
+    docstring); NaN when either mask is empty."""
     try:
         from scipy import ndimage
     except ImportError:  # pragma: no cover - scipy comes with nncf
@@ -213,7 +215,8 @@ class SegMetrics:
 def evaluate_segmentation(pred, truth, num_classes: int, *, include_background: bool = False, hd: bool = True,
                           resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, level: float = CI_LEVEL) -> SegMetrics:
     """Dice, IoU (and HD95 unless ``hd=False``) per class and mean, with seeded bootstrap CIs over images."""
-    dice, iou = dice_scores(pred, truth, num_classes), iou_scores(pred, truth, num_classes)
+    tp, fp, fn = overlap_counts(pred, truth, num_classes)
+    dice, iou = _ratio(2 * tp, 2 * tp + fp + fn), _ratio(tp, tp + fp + fn)
     ci = dict(include_background=include_background, resamples=resamples, seed=seed, level=level)
     out = SegMetrics(dice=per_class_means(dice), iou=per_class_means(iou),
                      mean_dice=mean_score(dice, include_background=include_background),
@@ -222,12 +225,12 @@ def evaluate_segmentation(pred, truth, num_classes: int, *, include_background: 
                      include_background=include_background)
     if hd:
         h = hd95_scores(pred, truth, num_classes, include_background=include_background)
-        tp, fp, fn = overlap_counts(pred, truth, num_classes)
         present = (tp + fp + fn) > 0  # an image absent from both is skipped, not "undefined"
         out.hd95, out.hd95_ci = per_class_means(h), bootstrap_ci(h, **ci)
         out.mean_hd95 = mean_score(h, include_background=include_background)
-        out.hd95_undefined = [int((np.isnan(h[:, c]) & present[:, c]).sum()) if c in _classes(num_classes, include_background)
-                              else 0 for c in range(num_classes)]
+        scored = _classes(num_classes, include_background)
+        out.hd95_undefined = [int((np.isnan(h[:, c]) & present[:, c]).sum()) if c in scored else 0
+                              for c in range(num_classes)]
     return out
 
 
