@@ -74,6 +74,7 @@ def test_structure_is_smaller_and_the_teacher_is_untouched(teacher, derived, dat
 def test_the_start_inherits_the_teachers_knowledge(teacher, derived, data):
     """Before any training the derived student already separates the classes and follows the teacher;
     a fresh zoo student does neither. Its weights are slices of the teacher's."""
+    from edgekd.distill.trainer import predict_logits
     from edgekd.metrics.classification import roc_auc
 
     ds, _, _ = derived

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
-import torch
 
 from ..config import Preprocessing
 from ..errors import DataError
