@@ -112,7 +112,9 @@ def choose_shipped(cands: list[Candidate], profile: TargetProfile, teacher: Metr
 def choose_on_val(cands: list[Candidate], profile: TargetProfile, val: Floors, max_drop: float,
                   max_sensitivity_drop: float | None) -> tuple[Candidate | None, dict]:
     """The shipping choice on val figures alone; the info dict says what was eligible and why."""
-    device_built = profile.runtime == "tensorrt"  # engines are built and timed on the device only
+    from .lower import backend_info
+
+    device_built = backend_info(profile.runtime).device_built  # engines are built and timed on the device only
     deployable = [c for c in cands if c.role == "student" and c.backend == profile.runtime
                   and c.precision in profile.precisions and (c.latency is not None or device_built)]
     auc_ok = [c for c in deployable if c.metrics is not None and val.auc_ok(c.metrics)]

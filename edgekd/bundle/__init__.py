@@ -42,28 +42,21 @@ def write_sample(data: Dataset, path: Path, n: int = SAMPLE_SIZE, seed: int = 0)
     return len(split)
 
 
-def model_files(backend: str, path: Path) -> dict[str, Path]:
-    """Bundle name → source file of a lowered model."""
-    if backend == "openvino":
-        return {"model.xml": path, "model.bin": path.with_suffix(".bin")}
-    return {"model.onnx": path}
-
-
 def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfile, seed: int) -> Path:
     """Create ``work/bundle`` for the shipped candidate (a dict from report.json)."""
     bundle = work / "bundle"
     bundle.mkdir()
-    for name, src in model_files(shipped["backend"], work / shipped["path"]).items():
-        shutil.copyfile(src, bundle / name)
-    model_name = "model.xml" if shipped["backend"] == "openvino" else "model.onnx"
-    run_model = model_name
-    if shipped["backend"] == "tensorrt":
-        from ..lower.tensorrt import plan_engine, write_build_script
+    from ..lower import backend_info, get_backend
 
+    backend = backend_info(shipped["backend"])
+    for name, src in backend.files_for_bundle(work / shipped["path"]).items():
+        shutil.copyfile(src, bundle / name)
+    run_model, steps = backend.bundle_model, []
+    if backend.device_built:  # the engine is built on the device from the bundle's model file
         shape = (profile.batch, data.channels, *data.image_size)
-        plan = plan_engine(profile, "model.onnx", shipped["precision"], shape)
-        write_build_script(plan, bundle)
-        run_model = plan.engine
+        run_model, step = get_backend(backend.name).prepare_bundle(bundle, profile, backend.bundle_model,
+                                                                   shipped["precision"], shape)
+        steps.append(step)
     from ..device import copy_runner
 
     copy_runner(bundle)
@@ -74,13 +67,9 @@ def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfil
               "outputs": "logits, one per class in this order; softmax gives probabilities"}
     labels.update(operating_point(shipped, data.num_classes))
     write_json_atomic(bundle / "labels.json", labels)
-    steps = []
-    if shipped["backend"] == "tensorrt":
-        steps.append(f"./build_engine.sh            # on the {profile.name}: builds {run_model} with trtexec "
-                     f"(TensorRT {profile.tensorrt})")
-    runtime = {"tensorrt": "tensorrt", "openvino": "openvino"}.get(shipped["backend"], "onnxruntime")
     # no --threshold: the runner reads the operating point chosen on val from labels.json
-    steps.append(f"python3 runner.py --model {run_model} --runtime {runtime} --sample sample.npz --out device.json")
+    steps.append(f"python3 runner.py --model {run_model} --runtime {backend.device_runtime} --sample sample.npz "
+                 "--out device.json")
     steps.append("edgekd report --merge device.json --report report.json   # back on the host")
     write_text_atomic(bundle / "README.txt", "\n".join([
         f"edgekd bundle for target {profile.name}: {shipped['name']} ({shipped['backend']}, {shipped['precision']})",

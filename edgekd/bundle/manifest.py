@@ -42,18 +42,19 @@ TENSORRT_NOTE = ("the TensorRT engine is built on the device; the host records a
 
 def verification_spec(shipped: dict) -> dict:
     """How the shipped candidate's outputs are recorded and re-run on a host (stored in the manifest)."""
-    backend = shipped["backend"]
-    openvino = backend == "openvino"
+    from ..lower import backend_info
+
+    backend = backend_info(shipped["backend"])
     spec = {
-        "runtime": "openvino" if openvino else "onnxruntime",
-        "model": "model.xml" if openvino else "model.onnx",
+        "runtime": backend.host_runtime,
+        "model": backend.bundle_model,
         # the host runs the file's own arithmetic: a TensorRT FP16 engine is built from an fp32 ONNX
         "precision": "int8" if shipped["precision"] == "int8" else "fp32",
         "sample": SAMPLE,
         "expected_logits": EXPECTED,
         "threads": 1,  # one thread: the same reduction order every time
     }
-    if backend == "tensorrt":
+    if backend.device_built:
         spec["note"] = TENSORRT_NOTE
     return spec
 

@@ -134,6 +134,11 @@ class OnnxRuntimeRunner:
         return self._session.run([self._output], {self._input: as_batch(x)})[0]
 
 
+def export(model: torch.nn.Module, example: torch.Tensor, path: Path, *, opset: int = 17) -> Path:
+    """Uniform backend entry point: the model's file for this runtime (see :func:`edgekd.lower.get_backend`)."""
+    return export_onnx(model, example, Path(path).with_suffix(".onnx"), opset=opset)
+
+
 def open_runner(source: Path, *, threads: int, precision: str = "fp32") -> OnnxRuntimeRunner:
     """Uniform backend entry point (see :func:`edgekd.lower.get_backend`)."""
     return OnnxRuntimeRunner(source, threads, precision)

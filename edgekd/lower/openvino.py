@@ -236,6 +236,11 @@ def _plain(value: Any) -> Any:
     return getattr(value, "name", str(value))
 
 
+def export(model: torch.nn.Module, example: torch.Tensor, path: Path, *, opset: int = 17) -> Path:
+    """Uniform backend entry point: the model's IR (``.xml`` + ``.bin``); OpenVINO converts the module itself."""
+    return export_openvino(model, example, Path(path).with_suffix(".xml"))
+
+
 def open_runner(source: Path, *, threads: int, precision: str = "fp32") -> OpenVINORunner:
     """Uniform backend entry point (see :func:`edgekd.lower.get_backend`)."""
     return OpenVINORunner(source, threads, precision)

@@ -190,6 +190,34 @@ def _check_shape(profile: TargetProfile, input_shape: tuple[int, ...]) -> tuple[
     return shape
 
 
+def export(model: Any, example: Any, path: Path, *, opset: int = 13) -> Path:
+    """Uniform backend entry point: the ONNX file the device builds its engine from (pass the opset the
+    device's parser reads: :func:`export_opset`); the engine itself is built on the device."""
+    from .onnx import export_onnx
+
+    return export_onnx(model, example, Path(path).with_suffix(".onnx"), opset=opset)
+
+
+def open_runner(source: Path, *, threads: int, precision: str = "fp32") -> Any:
+    """Uniform backend entry point. An engine runs only on the device that built it (the bundle's
+    runner.py); on the host, the ONNX file it is built from runs in ONNX Runtime, for accuracy."""
+    if Path(source).suffix != ".onnx":
+        raise LoweringError(f"{source}: a TensorRT engine runs only on the device that built it; run the bundle's "
+                            "runner.py there, or give the ONNX file it was built from")
+    from .onnx import OnnxRuntimeRunner
+
+    return OnnxRuntimeRunner(Path(source), threads, precision)
+
+
+def prepare_bundle(bundle_dir: Path, profile: TargetProfile, onnx_name: str, precision: str,
+                   input_shape: tuple[int, ...]) -> tuple[str, str]:
+    """A bundle's device-side build: ``build_engine.sh`` for ``profile``; returns (engine file, the step to run)."""
+    plan = plan_engine(profile, onnx_name, precision, input_shape)
+    write_build_script(plan, bundle_dir)
+    return plan.engine, (f"./build_engine.sh            # on the {profile.name}: builds {plan.engine} with trtexec "
+                         f"(TensorRT {profile.tensorrt})")
+
+
 def write_build_script(plan: EnginePlan, bundle_dir: Path) -> Path:
     """Write ``bundle_dir/build_engine.sh`` (executable): finds trtexec, then runs :meth:`EnginePlan.trtexec_args`."""
     bundle_dir = Path(bundle_dir)

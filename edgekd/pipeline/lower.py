@@ -57,7 +57,10 @@ class TensorRTStage(Stage):
     name = "lower-tensorrt"
 
     def skip(self, run: Run) -> str | None:
-        return None if run.inp.profile.runtime == "tensorrt" else f"target runtime is {run.inp.profile.runtime}"
+        from ..lower import backend_info
+
+        runtime = run.inp.profile.runtime
+        return None if backend_info(runtime).device_built else f"target runtime {runtime} runs on the host"
 
     def announce(self, run: Run) -> str:
         p = run.inp.profile

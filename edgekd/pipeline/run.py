@@ -71,12 +71,9 @@ class Run:
     @property
     def opset(self) -> int:
         """The ONNX opset of every exported student: 17, or what the device's TensorRT parser reads."""
-        profile = self.inp.profile
-        if profile.runtime == "tensorrt":
-            from ..lower.tensorrt import export_opset
+        from ..lower import export_opset
 
-            return export_opset(profile.tensorrt)
-        return 17
+        return export_opset(self.inp.profile)
 
     def build_student(self, name: str) -> torch.nn.Module:
         """A fresh, seeded student of the data's channels and classes (weights are loaded into it).
