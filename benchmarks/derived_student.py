@@ -69,14 +69,15 @@ def main() -> int:
     import torch
 
     from edgekd._compat import quiet_third_party
-    from edgekd.measure.latency import measure_latency
-    from edgekd.metrics.classification import roc_auc
     from edgekd.config import DistillConfig, Preprocessing
     from edgekd.data import Dataset, load_dataset
     from edgekd.distill import TeacherLogits, distill
     from edgekd.distill.trainer import predict_logits
-    from edgekd.lower.onnx import export_onnx, open_runner as ort_runner
+    from edgekd.lower.onnx import export_onnx
+    from edgekd.lower.onnx import open_runner as ort_runner
     from edgekd.lower.openvino import open_runner as ov_runner
+    from edgekd.measure.latency import measure_latency
+    from edgekd.metrics.classification import roc_auc
     from edgekd.models import count_macs, count_params, create_student, load_teacher
     from edgekd.prune.derived import derive_student
 

@@ -58,8 +58,8 @@ def check_settings(cfg: CompressConfig) -> None:
     check_quant_config(cfg.quant)
     if cfg.bench.threads is not None:
         check_threads(cfg.bench.threads)
-    from .metrics.classification import OPERATING_POINTS
     from .errors import did_you_mean
+    from .metrics.classification import OPERATING_POINTS
 
     if cfg.bench.operating_point not in OPERATING_POINTS:
         op = cfg.bench.operating_point

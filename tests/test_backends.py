@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from edgekd import targets
+from edgekd.errors import LoweringError, TargetError
 from edgekd.lower import BACKENDS, backend_info, get_backend
 from edgekd.lower.validate import check_agreement
-from edgekd.errors import LoweringError, TargetError
 
 FILE_BACKENDS = [name for name, b in BACKENDS.items() if b.bundle_files]
 

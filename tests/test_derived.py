@@ -10,9 +10,22 @@ import torch
 from edgekd._compat import import_timm
 from edgekd.config import DistillConfig
 from edgekd.errors import EdgekdError, TeacherError
-from edgekd.models import Teacher, count_macs, count_params, create_student, load_teacher, train_classifier
-from edgekd.prune.derived import FROM_TEACHER, derive_student, derived_base, load_derived, save_derived
+from edgekd.models import (
+    Teacher,
+    count_macs,
+    count_params,
+    create_student,
+    load_teacher,
+    train_classifier,
+)
 from edgekd.models.train import save_weights
+from edgekd.prune.derived import (
+    FROM_TEACHER,
+    derive_student,
+    derived_base,
+    load_derived,
+    save_derived,
+)
 
 from ._square import square_dataset
 
@@ -205,8 +218,8 @@ def test_an_unconvertible_teacher_fails_with_one_line(tmp_path, data):
 
 
 def test_a_graph_teacher_onnx2torch_cannot_convert_falls_back_to_the_zoo_student_by_default(tmp_path):
-    from edgekd.inputs import choose_student
     from edgekd.config import CompressConfig
+    from edgekd.inputs import choose_student
 
     t = Teacher("onnx", tmp_path / "hardmax.onnx", str(tmp_path / "hardmax.onnx"), None, None,
                 onnx_path=_hardmax_onnx(tmp_path))

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekd.metrics.classification import evaluate_logits
 from edgekd.device import RUNNER_PATH, RUNNER_VERSION, copy_runner, load_device_result
 from edgekd.errors import InputError
+from edgekd.metrics.classification import evaluate_logits
 
 FORBIDDEN_TOP = {"torch", "torchvision", "timm", "edgekd", "nncf", "torch_pruning"}
 STDLIB_OR_NUMPY = {"argparse", "ctypes", "gc", "glob", "hashlib", "json", "math", "os", "platform", "re", "shutil",

@@ -9,13 +9,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.metrics.classification import roc_auc
 from edgekd.config import DistillConfig, Preprocessing
 from edgekd.data._base import Dataset, Split
-from edgekd.distill import DistillResult, TeacherSignal, distill, kd_loss, kd_loss_mixed, plan, predict_logits
+from edgekd.distill import (
+    DistillResult,
+    TeacherSignal,
+    distill,
+    kd_loss,
+    kd_loss_mixed,
+    plan,
+    predict_logits,
+)
 from edgekd.distill.schedule import MAX_STEPS, MIN_STEPS, lr_factor
 from edgekd.distill.trainer import select_checkpoint
 from edgekd.errors import DataError, InputError, TeacherError
+from edgekd.metrics.classification import roc_auc
 
 from ._square import square_dataset
 

@@ -10,13 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from edgekd.measure.candidates import Candidate
-from edgekd.measure.latency import (Latency, batch_of, latency_report, measure_latency, median_ci95, relative_ci,
-                                  session_memory, time_candidate)
-from edgekd.measure.machine import machine_info, machine_summary, parse_cpuinfo
 from edgekd.config import BenchConfig
 from edgekd.errors import InputError
 from edgekd.lower.torch import TorchRunner
+from edgekd.measure.candidates import Candidate
+from edgekd.measure.latency import (
+    Latency,
+    batch_of,
+    latency_report,
+    measure_latency,
+    median_ci95,
+    relative_ci,
+    session_memory,
+    time_candidate,
+)
+from edgekd.measure.machine import machine_info, machine_summary, parse_cpuinfo
 
 X = np.zeros((1, 1, 8, 8), np.float32)
 

@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from edgekd.metrics.classification import binary_auc, evaluate_logits, roc_auc, softmax, youden_threshold
+from edgekd.metrics.classification import (
+    binary_auc,
+    evaluate_logits,
+    roc_auc,
+    softmax,
+    youden_threshold,
+)
 
 
 def test_auc_of_a_hand_computed_case():
@@ -74,7 +80,10 @@ from scipy.stats import norm  # noqa: E402  (scikit-learn's own dependency)
 from sklearn.metrics import recall_score, roc_curve  # noqa: E402
 
 from edgekd.metrics.classification import (  # noqa: E402
-    bootstrap_auc_ci, expected_calibration_error, per_class_figures, threshold_for_sensitivity,
+    bootstrap_auc_ci,
+    expected_calibration_error,
+    per_class_figures,
+    threshold_for_sensitivity,
 )
 
 
@@ -220,8 +229,8 @@ def test_auc_ci_is_reported_in_the_metrics():
 
 # --------------------------------------------------------------------------- report-level figures
 
-from edgekd.report.clinical import disagreements, pareto_front, roc_points, waterfall  # noqa: E402
 from edgekd.metrics.classification import Metrics  # noqa: E402
+from edgekd.report.clinical import disagreements, pareto_front, roc_points, waterfall  # noqa: E402
 
 
 def test_roc_points_trace_sklearns_curve_and_are_capped():
@@ -283,9 +292,9 @@ def test_waterfall_follows_the_shipped_models_ancestry():
 
 from types import SimpleNamespace as NS  # noqa: E402
 
-from edgekd.ship import choose_shipped  # noqa: E402
-from edgekd.measure.candidates import Candidate  # noqa: E402
 from edgekd.errors import InputError, TargetError  # noqa: E402
+from edgekd.measure.candidates import Candidate  # noqa: E402
+from edgekd.ship import choose_shipped  # noqa: E402
 from edgekd.targets import load_target, parse_profile, shipping_budget  # noqa: E402
 
 

@@ -5,10 +5,10 @@ from types import SimpleNamespace as NS
 
 import pytest
 
+from edgekd.errors import InputError, NotShippedError
+from edgekd.measure.candidates import Candidate
 from edgekd.ship import choose_shipped
 from edgekd.stagecache import staging
-from edgekd.measure.candidates import Candidate
-from edgekd.errors import InputError, NotShippedError
 from edgekd.targets import load_target
 
 

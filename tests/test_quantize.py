@@ -9,12 +9,17 @@ import pytest
 import torch
 
 from edgekd._compat import import_timm
-from edgekd.metrics.classification import roc_auc
 from edgekd.config import DistillConfig, QuantConfig
 from edgekd.data._base import Dataset
 from edgekd.distill import DistillResult, TeacherSignal, distill, predict_logits
 from edgekd.errors import InputError
-from edgekd.quantize import calibration_subset, quantize_ptq, quantize_qat, strip_for_export
+from edgekd.metrics.classification import roc_auc
+from edgekd.quantize import (
+    calibration_subset,
+    quantize_ptq,
+    quantize_qat,
+    strip_for_export,
+)
 
 from ._square import oracle_logits, square_dataset
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from edgekd.cli import app
 from edgekd.report import plots
 from edgekd.report.html import regenerate_html, render_html
-from edgekd.cli import app
 
 # small and quick, but every stage: distill, prune, INT8 PTQ, lower fp32 and INT8
 ARGS = ["--target", "generic-cpu", "--max-auc-drop", "1.0", "--max-sensitivity-drop", "1.0", "--max-samples", "160",

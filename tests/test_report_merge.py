@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from edgekd.report.writer import markdown
 from edgekd.cli import app
+from edgekd.report.writer import markdown
 
 runner = CliRunner()
 

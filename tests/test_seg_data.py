@@ -13,9 +13,14 @@ from edgekd._io import sha256_file, sha256_tree
 from edgekd.config import Preprocessing
 from edgekd.data import Split
 from edgekd.data.preprocess import preprocess
-from edgekd.data.segmentation import SegDataset, SegSplit, load_segmentation, resize_masks
 from edgekd.data.seg_folder import load_seg_folder
 from edgekd.data.seg_npz import load_seg_npz
+from edgekd.data.segmentation import (
+    SegDataset,
+    SegSplit,
+    load_segmentation,
+    resize_masks,
+)
 from edgekd.errors import DataError
 
 SPLITS = ("train", "val", "test")

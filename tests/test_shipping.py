@@ -21,12 +21,18 @@ from types import SimpleNamespace as NS
 import numpy as np
 import pytest
 
-from edgekd.ship import choose_shipped, not_shipped
-from edgekd.measure.candidates import Candidate
-from edgekd.report.clinical import non_inferiority_text, vs_teacher
-from edgekd.metrics.classification import (auc_of_probs, bootstrap_auc_ci, evaluate_logits, paired_auc_diff, roc_auc,
-                                  softmax)
 from edgekd.errors import EXIT_NOT_SHIPPED
+from edgekd.measure.candidates import Candidate
+from edgekd.metrics.classification import (
+    auc_of_probs,
+    bootstrap_auc_ci,
+    evaluate_logits,
+    paired_auc_diff,
+    roc_auc,
+    softmax,
+)
+from edgekd.report.clinical import non_inferiority_text, vs_teacher
+from edgekd.ship import choose_shipped, not_shipped
 from edgekd.targets import load_target
 
 from .test_bundle import make_bundle
@@ -240,8 +246,6 @@ def test_report_md_and_html_say_how_it_was_chosen_and_the_paired_verdict():
 
 # --------------------------------------------------------------------------- 4. the threshold travels
 from .test_bundle import models  # noqa: E402,F401 - the same small ONNX/OpenVINO student (a module fixture)
-
-
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,13 @@ import torch
 
 from edgekd.data._base import Split
 from edgekd.errors import InputError
-from edgekd.models import STUDENTS, count_params, create_student, save_weights, train_classifier
+from edgekd.models import (
+    STUDENTS,
+    count_params,
+    create_student,
+    save_weights,
+    train_classifier,
+)
 from edgekd.models.train import random_shift
 
 REQUIRED = {"mobilenetv3_small_050", "mobilenetv3_small_075", "mobilenetv3_small_100", "mobilenetv3_large_075",

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgekd.stagecache import staging
-from edgekd.suites.spec import load_suite, parse_suite, run_config
-from edgekd.suites.run import TeacherCache, run_state, run_suite
 from edgekd.cli import app
 from edgekd.errors import InputError, LoweringError, NotShippedError
+from edgekd.stagecache import staging
+from edgekd.suites.run import TeacherCache, run_state, run_suite
+from edgekd.suites.spec import load_suite, parse_suite, run_config
 
 SUITE = """
 name: demo

@@ -7,7 +7,11 @@ import torch
 from scipy import ndimage
 
 from edgekd.config import Preprocessing
-from edgekd.data.synthetic_us import load_synthetic_ultrasound, make_synthetic_ultrasound, synthetic_ultrasound_splits
+from edgekd.data.synthetic_us import (
+    load_synthetic_ultrasound,
+    make_synthetic_ultrasound,
+    synthetic_ultrasound_splits,
+)
 from edgekd.errors import DataError
 from edgekd.metrics.segmentation import evaluate_segmentation
 

@@ -9,7 +9,13 @@ from typer.testing import CliRunner
 
 from edgekd.cli import app
 from edgekd.errors import TargetError
-from edgekd.targets import PRECISIONS, RUNTIMES, list_targets, load_target, parse_profile
+from edgekd.targets import (
+    PRECISIONS,
+    RUNTIMES,
+    list_targets,
+    load_target,
+    parse_profile,
+)
 
 VALID = "name: t\nruntime: openvino\nprecisions: [int8, fp32]\n"
 

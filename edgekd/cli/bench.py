@@ -6,8 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from . import app, fail, log_console, print_whole
 from ..errors import EdgekdError
+from . import app, fail, log_console, print_whole
 
 
 @app.command()

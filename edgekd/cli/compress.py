@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from . import app, fail, log_console, print_whole
 from ..errors import EdgekdError, InputError
+from . import app, fail, log_console, print_whole
 
 
 def _floats(text: Optional[str], option: str) -> Optional[tuple[float, ...]]:

@@ -5,8 +5,8 @@ import json
 
 import typer
 
-from . import app, fail
 from ..errors import EdgekdError
+from . import app, fail
 
 targets_app = typer.Typer(help="Hardware target profiles (targets/*.yaml).", no_args_is_help=True)
 app.add_typer(targets_app, name="targets")

@@ -23,11 +23,27 @@ from ..config import Preprocessing
 from ..errors import DataError
 from ._base import shown
 from ._seg_base import (
-    MaskStats, SegDataset, SegSplit, check_num_classes, classes_of, default_class_names, finish_masks, mask_stats,
-    resize_masks, seg_extra,
+    MaskStats,
+    SegDataset,
+    SegSplit,
+    check_num_classes,
+    classes_of,
+    default_class_names,
+    finish_masks,
+    mask_stats,
+    resize_masks,
+    seg_extra,
 )
 from .folder import (
-    GRAY_MODES, IMAGE_EXTENSIONS, _image_files, _Item, _load_split, _pil_guard, _probe, _rel, _unreadable,
+    GRAY_MODES,
+    IMAGE_EXTENSIONS,
+    _image_files,
+    _Item,
+    _load_split,
+    _pil_guard,
+    _probe,
+    _rel,
+    _unreadable,
 )
 from .preprocess import check_max_samples, output_size, resolve, subset_indices
 

@@ -19,11 +19,31 @@ from ..config import Preprocessing
 from ..errors import DataError
 from ._base import shown
 from ._seg_base import (
-    MaskStats, SegDataset, SegSplit, check_num_classes, classes_of, default_class_names, finish_masks, mask_stats,
+    MaskStats,
+    SegDataset,
+    SegSplit,
+    check_num_classes,
+    classes_of,
+    default_class_names,
+    finish_masks,
+    mask_stats,
     seg_extra,
 )
-from .npz import _READ_ERRORS, _check_headers, _check_images, _class_names, _headers, _open_archive
-from .preprocess import check_max_samples, output_size, preprocess, resolve, subset_indices
+from .npz import (
+    _READ_ERRORS,
+    _check_headers,
+    _check_images,
+    _class_names,
+    _headers,
+    _open_archive,
+)
+from .preprocess import (
+    check_max_samples,
+    output_size,
+    preprocess,
+    resolve,
+    subset_indices,
+)
 
 SPLITS = ("train", "val", "test")
 REQUIRED_KEYS = tuple(f"{s}_{kind}" for s in SPLITS for kind in ("images", "masks"))

@@ -16,7 +16,11 @@ from ..errors import DataError
 from ._seg_base import MASK_RESIZE, SegDataset, SegSplit, resize_masks
 from .seg_folder import load_seg_folder
 from .seg_npz import load_seg_npz
-from .synthetic_us import load_synthetic_ultrasound, make_synthetic_ultrasound, synthetic_ultrasound_splits
+from .synthetic_us import (
+    load_synthetic_ultrasound,
+    make_synthetic_ultrasound,
+    synthetic_ultrasound_splits,
+)
 
 ACCEPTED = ("a .npz file with train_images, train_masks, val_images, val_masks, test_images, test_masks, "
             "or a folder with train/ val/ test/, each holding images/ and masks/ (same file names)")

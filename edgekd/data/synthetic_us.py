@@ -28,7 +28,14 @@ import numpy as np
 from ..config import Preprocessing
 from ..errors import DataError
 from ._seg_base import SegDataset, SegSplit, finish_masks, seg_extra
-from .preprocess import MAX_SIZE, MIN_SIZE, check_max_samples, output_size, preprocess, resolve
+from .preprocess import (
+    MAX_SIZE,
+    MIN_SIZE,
+    check_max_samples,
+    output_size,
+    preprocess,
+    resolve,
+)
 from .synthetic import _bump, _smooth_field, _split_seed, _u
 
 CLASS_NAMES = ["background", "lesion"]

@@ -22,10 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from .._progress import track
-from ..metrics.classification import roc_auc
 from ..config import DistillConfig
 from ..data._base import Dataset
 from ..errors import DataError, InputError, TeacherError
+from ..metrics.classification import roc_auc
+from ..models.predict import device_of, predict_logits  # noqa: F401 (predict_logits re-exported)
 from .loss import check_kd_params, kd_loss_mixed
 from .schedule import check_steps, lr_factor
 from .source import TeacherSignal, step_seed
@@ -43,21 +44,6 @@ class DistillResult:
     best_step: int = 0  # the step of the returned checkpoint
     val_kl: float = float("nan")  # its KL divergence to the teacher on val (T = 1)
     steps_planned: int = 0
-
-
-def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """N×K logits of ``model`` in eval mode, in batches; the model's train/eval mode is restored."""
-    was_training = model.training
-    model.eval()
-    device = _device_of(model)
-    outs = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(images), batch_size):
-                outs.append(model(images[start : start + batch_size].to(device)).float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(outs) if outs else torch.empty(0, 0)
 
 
 def distill(
@@ -84,7 +70,7 @@ def distill(
     lr = cfg.lr if lr is None else lr
     _check_args(cfg, steps, lr)
     _check_data(data, signal)
-    device = _device_of(student)
+    device = device_of(student)
     _check_student_outputs(student, data.train.images[:2].to(device), data.num_classes)
     t_val = signal.val.float()
 
@@ -214,11 +200,6 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             continue
         (decay if p.ndim > 1 and "nncf" not in name else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _check_args(cfg: DistillConfig, steps: int | None, lr: float) -> None:

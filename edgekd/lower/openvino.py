@@ -18,7 +18,15 @@ import torch
 
 from .._compat import require
 from ..errors import InputError, LoweringError
-from ._base import as_batch, check_model_file, check_precision, check_threads, cleanup_on_error, first_line, temp_sibling
+from ._base import (
+    as_batch,
+    check_model_file,
+    check_precision,
+    check_threads,
+    cleanup_on_error,
+    first_line,
+    temp_sibling,
+)
 
 PRECISIONS = ("fp32", "bf16", "int8")
 # INT8 models keep f32 for their non-quantized layers; bf16 only when asked for.

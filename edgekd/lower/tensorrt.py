@@ -37,9 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from .._io import write_text_atomic
+from ..device.runner import (
+    builder_flags,
+    network_flags,
+    trtexec_precision_args,
+    trtexec_workspace_arg,
+)
 from ..errors import InputError, LoweringError, MissingDependencyError, TargetError
 from ..targets import TargetProfile
-from ..device.runner import builder_flags, network_flags, trtexec_precision_args, trtexec_workspace_arg
 from ._base import cleanup_on_error, first_line, temp_sibling
 from ._trt_qdq import (  # noqa: F401  (re-exported: the public TensorRT API lives here)
     SUPPORTED_OPS,

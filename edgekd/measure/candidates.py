@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from ..config import BenchConfig
-from .latency import latency_report
 from ..metrics.classification import Metrics, evaluate_logits
+from .latency import latency_report
 
 
 @dataclass

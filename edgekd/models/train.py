@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from .._progress import track
-from ..metrics.classification import roc_auc
 from ..data._base import Split
 from ..errors import InputError
-
-_EVAL_BATCH = 256
+from ..metrics.classification import roc_auc
+from .predict import predict_logits
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
@@ -44,18 +43,6 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) ->
 def _shift_for(size: int) -> int:
     """±4 px, less for tiny images (28×28 MedMNIST gets ±3)."""
     return max(1, min(4, size // 8))
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = _EVAL_BATCH) -> torch.Tensor:
-    """Eval-mode logits in batches (restores the model's train/eval mode afterwards)."""
-    was_training = model.training
-    model.eval()
-    try:
-        outs = [model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(outs).float() if outs else torch.empty(0, 0)
 
 
 def _validate(model: torch.nn.Module, val: Split) -> dict[str, float]:

@@ -32,7 +32,13 @@ class DistillStage(Stage):
 
     def produce(self, run: Run, folder: Path) -> dict:
         from ..distill import distill
-        from ..prune.derived import FROM_TEACHER, REFERENCE_STUDENT, derive_student, reference_macs, save_derived
+        from ..prune.derived import (
+            FROM_TEACHER,
+            REFERENCE_STUDENT,
+            derive_student,
+            reference_macs,
+            save_derived,
+        )
 
         cfg, inp, name, tl = run.cfg, run.inp, run.inp.student, run.signal
         info: dict = {"student": name}

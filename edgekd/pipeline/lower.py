@@ -111,7 +111,11 @@ def lower_for_tensorrt(run: Run, lowered: list[Candidate], work: Path) -> list[C
     """
     from ..lower import get_backend
     from ..lower._base import predict_batched
-    from ..lower.tensorrt import check_tensorrt_onnx, check_tensorrt_qdq, to_tensorrt_qdq
+    from ..lower.tensorrt import (
+        check_tensorrt_onnx,
+        check_tensorrt_qdq,
+        to_tensorrt_qdq,
+    )
     from ..lower.validate import check_agreement
 
     inp = run.inp

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from .._io import size_on_disk
-from ..measure.candidates import Candidate
 from ..config import CompressConfig
+from ..measure.candidates import Candidate
 from ..stagecache import DONE, StageEntry, StageStore, digest
 
 Log = Callable[[str], None]

@@ -12,7 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics.classification import ECE_BINS, CI_LEVEL, Metrics, paired_auc_diff, predict
+from ..metrics.classification import (
+    CI_LEVEL,
+    ECE_BINS,
+    Metrics,
+    paired_auc_diff,
+    predict,
+)
 
 ROC_POINTS = 200  # per curve, after dropping collinear points
 MAX_DISAGREEMENTS = 50  # cases listed; the total is recorded too

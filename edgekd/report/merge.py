@@ -10,6 +10,7 @@ from ..device import load_device_result
 from ..errors import InputError
 from .writer import markdown
 
+
 def merge_device(report_path: Path, device_paths: list[Path], candidate: str | None = None) -> dict:
     """Add each device JSON to ``report["device_measurements"]`` and rewrite report.json and report.md."""
     report_path = Path(report_path)
