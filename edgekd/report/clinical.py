@@ -144,7 +144,9 @@ def _signed(x: float) -> str:
 def clinical_section(cands: list[Any], shipped: Any | None, test_labels: np.ndarray, candidate_dicts: list[dict],
                      operating_point: str, resamples: int, seed: int, margin: float) -> dict:
     """The ``clinical`` block of report.json, from the measured candidates (edgekd.measure.candidates.Candidate)."""
-    teacher = cands[0]
+    from ..ship import teacher_reference
+
+    teacher = teacher_reference(cands)
     by = {c.name: c for c in cands}
     student = by.get("student-distilled")
     tm = teacher.metrics
