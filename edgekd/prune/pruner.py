@@ -23,8 +23,9 @@ from ..data._base import Dataset
 from ..distill.loss import kd_loss
 from ..distill.schedule import check_steps
 from ..distill.source import TeacherSignal
-from ..distill.trainer import _device_of, distill
+from ..distill.trainer import distill
 from ..errors import EdgekdError, InputError, did_you_mean
+from ..models.predict import device_of
 from ..models.stats import count_macs, count_params
 
 IMPORTANCE = ("magnitude", "taylor")  # allowed PruneConfig.importance values
@@ -78,7 +79,7 @@ def prune(
     # the pipeline passes the run's budget; a direct call falls back to the config's counts (or none)
     finetune_steps = (cfg.finetune_steps or 0) if finetune_steps is None else finetune_steps
     recovery_steps = (cfg.recovery_steps or 0) if recovery_steps is None else recovery_steps
-    example = data.train.images[:1].to(_device_of(model))
+    example = data.train.images[:1].to(device_of(model))
     macs0, params0 = count_macs(model, example), count_params(model)
     depth = auto_depth(model, example) if cfg.depth is None else cfg.depth
     if cfg.ratio == 0 and depth == 0:
@@ -131,7 +132,7 @@ def _prune_depth(model: torch.nn.Module, data: Dataset, teacher_logits: TeacherS
     from .depth import remove_blocks
 
     n = min(len(data.val), 512)
-    images = data.val.images[:n].to(_device_of(model))
+    images = data.val.images[:n].to(device_of(model))
     slim, dstep = remove_blocks(model, depth, images, teacher_logits.val[:n], distill_cfg.temperature)
     if len(dstep.removed) < depth:
         warnings.warn(f"depth pruning removed {len(dstep.removed)} of {depth} blocks: no other block keeps its "
@@ -209,7 +210,7 @@ def _taylor_grads(model: torch.nn.Module, data: Dataset, teacher: TeacherSignal,
     model.eval()
     model.zero_grad(set_to_none=True)
     try:
-        dev = _device_of(model)
+        dev = device_of(model)
         x, t, y = data.train.images[idx].to(dev), teacher.train[idx].float().to(dev), data.train.labels[idx].to(dev)
         loss = kd_loss(model(x), t, y, temperature=cfg.temperature, alpha=cfg.alpha)
         loss.backward()
