@@ -226,6 +226,19 @@ def test_shape_mismatch_and_nan_are_lowering_errors():
         check_agreement("x", ref, ref, precision="int8x")
 
 
+def test_segmentation_logits_are_compared_per_pixel():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(3, 2, 4, 4)).astype(np.float32)  # N×K×H×W
+    same = check_agreement("seg", ref, ref + 1e-6, precision="fp32")
+    assert same.ok and same.n == 3 and same.agreement == 1.0
+    flipped = ref.copy()
+    flipped[0, :, 0, 0] = ref[0, ::-1, 0, 0] + np.array([-5.0, 5.0])  # one pixel of 48 changes class
+    result = check_agreement("seg", ref, flipped, precision="int8", strict=False)
+    assert not result.ok and result.agreement == pytest.approx(47 / 48)
+    with pytest.raises(LoweringError, match="N×K×H×W"):
+        check_agreement("seg", ref, ref[:, :, :2], precision="fp32")
+
+
 def test_fp32_near_ties_are_not_disagreements_but_int8_flips_are():
     ref = np.array([[0.5, 0.5 + 1e-7], [2.0, -1.0]])
     cand = np.array([[0.5 + 1e-7, 0.5], [2.0, -1.0]])

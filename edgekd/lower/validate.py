@@ -1,6 +1,8 @@
 """Numeric validation: does an exported model compute what its torch source computes?
 
-Both sides are logits on the same real (preprocessed) inputs. Two figures are compared
+Both sides are logits on the same real (preprocessed) inputs: N×K for a classifier, N×K×H×W for
+a segmentation model (compared per pixel: agreement is the share of pixels with the same class).
+Two figures are compared
 against a tolerance chosen by the precision of the candidate:
 
 | precision | min top-1 agreement | max abs(delta logit) allowed | near-tie flips       |
@@ -92,23 +94,28 @@ def compare_logits(name: str, reference: np.ndarray, candidate: np.ndarray, tol:
     ``edgekd verify`` (re-run outputs against the recorded ones, a tighter tolerance). Raises
     LoweringError on a shape mismatch or non-finite values.
     """
+    n = len(np.asarray(reference))
     ref, cand = _as_logits(name, reference, candidate)
     allowed = tol.rel_max_abs_diff * max(1.0, float(np.abs(ref).max()))
     max_abs_diff = float(np.abs(cand - ref).max())
     agreement = _agreement(ref, cand, tie=2 * allowed if tol.forgive_ties else 0.0)
     ok = agreement >= tol.min_agreement and max_abs_diff <= allowed
-    return Agreement(name, agreement, max_abs_diff, len(ref), ok, tol.min_agreement, allowed)
+    return Agreement(name, agreement, max_abs_diff, n, ok, tol.min_agreement, allowed)
 
 
 def _as_logits(name: str, reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides as rows of K logits: N×K as it is, N×K×H×W (segmentation) one row per pixel."""
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
-    if ref.shape != cand.shape or ref.ndim != 2 or ref.shape[0] == 0:
+    if ref.shape != cand.shape or ref.ndim not in (2, 4) or ref.shape[0] == 0:
         raise LoweringError(f"{name}: logits shape {cand.shape} does not match its torch source's {ref.shape} "
-                            f"(both must be N×K with N > 0)")
+                            f"(both must be N×K, or N×K×H×W for segmentation, with N > 0)")
     for side, arr in (("torch source", ref), ("candidate", cand)):
         if not np.isfinite(arr).all():
             raise LoweringError(f"{name}: the {side} produced NaN or infinite logits")
+    if ref.ndim == 4:  # per pixel: the class axis last, every pixel a row
+        k = ref.shape[1]
+        ref, cand = (a.transpose(0, 2, 3, 1).reshape(-1, k) for a in (ref, cand))
     return ref, cand
 
 
