@@ -139,23 +139,22 @@ def choose_student(cfg: CompressConfig, default: str, teacher, example: torch.Te
     """The student to distil, and for ``from-teacher`` the teacher's network as a prunable module.
 
     --student when given; else the teacher's own network cut down (measured better than a fresh zoo
-    student, benchmarks/README.md) whenever it can be run as a torch module: timm or a trusted
-    pickle directly, ONNX / TorchScript / torch.export through onnx2torch; else, with one line
-    saying why, the target profile's zoo student.
+    student, benchmarks/README.md) whenever it can be run as a torch module (timm or a trusted
+    pickle directly, ONNX / TorchScript / torch.export through onnx2torch) and cut to about the
+    zoo student's MACs; else, with one line saying why, the target profile's zoo student.
     """
-    from .prune.derived import FROM_TEACHER, derived_base, trial_base
+    from .prune.derived import FROM_TEACHER, REFERENCE_STUDENT, derived_base, trial_base
 
     if cfg.distill.student == FROM_TEACHER:
         return FROM_TEACHER, derived_base(teacher, example)  # an unconvertible teacher fails here, in one line
     if cfg.distill.student is not None or cfg.distill.student_weights is not None:
         return cfg.distill.student or default, None
-    if teacher.format in ("timm", "pickle") and teacher.module is not None:
-        return FROM_TEACHER, derived_base(teacher, example)
-    if teacher.format in ("onnx", "torchscript", "torch.export"):
+    torch_module = teacher.format in ("timm", "pickle") and teacher.module is not None
+    if torch_module or teacher.format in ("onnx", "torchscript", "torch.export"):
+        ref = default if default != FROM_TEACHER else REFERENCE_STUDENT
         try:
-            return FROM_TEACHER, trial_base(teacher, example)
+            return FROM_TEACHER, trial_base(teacher, example, ref)
         except TeacherError as exc:
             log(f"student: {exc}; distilling the zoo student {default} instead (--student {default} "
                 "silences this)")
     return default, None
-

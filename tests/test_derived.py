@@ -231,6 +231,22 @@ def test_a_graph_teacher_onnx2torch_cannot_convert_falls_back_to_the_zoo_student
                        torch.rand(1, 2), said.append)
 
 
+def test_a_teacher_that_cannot_get_near_the_budget_gets_the_zoo_student_by_default(teacher, data, monkeypatch):
+    """A DenseNet's concatenations leave Torch-Pruning little to cut (densenet121 at 64×64: 226 M MACs at
+    most down to 196 M, budget 13 M): such a start would be barely smaller than the teacher."""
+    from edgekd.config import CompressConfig
+    from edgekd.inputs import choose_student
+    from edgekd.prune import derived
+
+    x = data.val.images[:1]
+    said: list[str] = []
+    name, base = choose_student(CompressConfig(), "lcnet_100", teacher, x, said.append)
+    assert name == FROM_TEACHER and base is not None and not said  # the fixture's ResNet gets there
+    monkeypatch.setattr(derived, "MAX_MACS_OVER", 1e-3)  # a budget no cut of it can meet
+    assert choose_student(CompressConfig(), "lcnet_100", teacher, x, said.append) == ("lcnet_100", None)
+    assert len(said) == 1 and "cannot be cut below" in said[0] and "lcnet_100 instead" in said[0]
+
+
 def test_an_unsupported_format_fails_with_one_line():
     t = Teacher("safetensors", None, "w.safetensors", None, None)
     with pytest.raises(TeacherError, match=r"does not support safetensors teachers: pass --teacher timm:<arch>"):

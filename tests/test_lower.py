@@ -81,9 +81,12 @@ def test_unknown_backend_suggests_the_closest_name():
 
 
 def test_absent_backend_module_is_a_missing_dependency(monkeypatch):
+    import dataclasses
+
     import edgekd.lower as lower
 
-    monkeypatch.setitem(lower._MODULES, "tensorrt", "edgekd.lower._no_such_backend")
+    missing = dataclasses.replace(lower.BACKENDS["tensorrt"], module="edgekd.lower._no_such_backend")
+    monkeypatch.setitem(lower.BACKENDS, "tensorrt", missing)
     with pytest.raises(MissingDependencyError, match="tensorrt"):
         get_backend("tensorrt")
 

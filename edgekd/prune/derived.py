@@ -44,6 +44,8 @@ FROM_TEACHER = "from-teacher"  # DistillConfig.student value that asks for a der
 REFERENCE_STUDENT = "lcnet_100"  # the default MACs budget is this zoo student's MACs on the same input
 _GRAPH_FORMATS = ("onnx", "torchscript", "torch.export")
 _MAX_SCORE_IMAGES = 512  # val images used to rank blocks for removal
+MAX_MACS_OVER = 2.0  # a default derived start must be able to get within this factor of its MACs budget
+_PROBE_RATIOS = (0.5, 0.75)  # channel ratios tried to see how small the teacher's network can get
 _STEM = "student"
 
 
@@ -95,25 +97,32 @@ def derived_base(teacher: Teacher, example: torch.Tensor) -> torch.nn.Module:
     return module
 
 
-def trial_base(teacher: Teacher, example: torch.Tensor) -> torch.nn.Module:
-    """:func:`derived_base`, and proof that Torch-Pruning can cut it (one 10 % channel trial).
+def trial_base(teacher: Teacher, example: torch.Tensor, reference: str = REFERENCE_STUDENT) -> torch.nn.Module:
+    """:func:`derived_base`, and proof that Torch-Pruning can cut it to about the MACs of zoo student ``reference``.
 
-    The default start for a teacher in a graph format: its conversion and pruning are checked
-    before any stage runs, so that a graph that onnx2torch or Torch-Pruning cannot handle falls
-    back to the zoo student at once (TeacherError, one line) instead of failing after the teacher
-    signal is paid for.
+    The default start is checked before any stage runs: two channel trials show how small the
+    teacher's network can get. A graph that onnx2torch or Torch-Pruning cannot
+    handle, or one that stays above :data:`MAX_MACS_OVER` times the budget (a DenseNet's
+    concatenations leave little to prune), raises TeacherError in one line, and the caller falls
+    back to the zoo student at once instead of distilling a student barely smaller than the teacher.
     """
     from .pruner import _classifier_of, _prune_copy
 
     example = example[:1].detach().float()
     base = derived_base(teacher, example)
+    macs = reference_macs(example, _num_classes(base, example), reference)
     head = _classifier_of(base)
     name = next(n for n, m in base.named_modules() if m is head)
     try:
-        _prune_copy(base, example, 0.1, name, "magnitude", None)
+        # two channel trials (MACs are not monotone in the ratio near the top: rounding to multiples
+        # of 8 makes Torch-Pruning leave a layer whole rather than cut it to nothing)
+        smallest = min(_prune_copy(base, example, r, name, "magnitude", None).macs for r in _PROBE_RATIOS)
     except Exception as exc:  # noqa: BLE001 - Torch-Pruning's tracer on an unusual graph
         raise TeacherError(f"Torch-Pruning cannot prune teacher {teacher.spec} ({type(exc).__name__}: "
                            f"{_first_line(exc)})") from None
+    if smallest > MAX_MACS_OVER * macs:
+        raise TeacherError(f"the teacher's network cannot be cut below {smallest / 1e6:.1f} M MACs per image "
+                           f"(the budget, {reference}'s, is {macs / 1e6:.1f} M)")
     return base
 
 

@@ -153,14 +153,16 @@ def _prune_to(model: torch.nn.Module, example: torch.Tensor, target: int, classi
     MACs shrink roughly with (1 − r)² when every layer keeps a fraction 1 − r of its channels,
     so each trial predicts the next ratio from that law, kept inside the bracket of ratios
     already known to be too weak / strong enough (a safeguarded Newton search on a step function).
+    When no trial gets under ``target``, the smallest one is returned, with a warning.
     """
     current = count_macs(model, example)
     if current <= target:
         return _Trial(0.0, copy.deepcopy(model), current)
-    lo, best = 0.0, None  # lo: largest ratio known to leave MACs above target
+    lo, best, smallest = 0.0, None, None  # lo: largest ratio known to leave MACs above target
     r = 1.0 - math.sqrt(target / current)
     for _ in range(MAX_TRIALS):
         trial = _prune_copy(model, example, r, classifier_name, importance, grads)
+        smallest = trial if smallest is None or trial.macs < smallest.macs else smallest
         above = trial.macs > target
         if above:
             lo = max(lo, r)
@@ -173,11 +175,11 @@ def _prune_to(model: torch.nn.Module, example: torch.Tensor, target: int, classi
         # MACs are a step function of r: always move by at least MIN_STEP, or the search stalls on a flat
         guess = max(guess, r + MIN_STEP) if above else min(guess, r - MIN_STEP)
         r = guess if lo < guess < hi else (lo + hi) / 2.0
-    if best is None:
-        trial = _prune_copy(model, example, MAX_RATIO, classifier_name, importance, grads)
-        warnings.warn(f"pruning could not reach {target} MACs (stopped at {trial.macs}): some layers are "
-                      "down to one channel; lower --prune-ratio", RuntimeWarning, stacklevel=3)
-        return trial
+    if best is None:  # the smallest trial, not the strongest ratio: near the top, rounding to multiples of 8
+        # makes Torch-Pruning leave whole layers uncut, so MACs can rise again with the ratio
+        warnings.warn(f"pruning could not reach {target} MACs (the smallest trial had {smallest.macs}): some "
+                      "layers are down to their last channels; lower --prune-ratio", RuntimeWarning, stacklevel=3)
+        return smallest
     return best
 
 
