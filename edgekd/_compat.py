@@ -41,6 +41,12 @@ def import_timm() -> ModuleType:
     return timm
 
 
+def import_smp() -> ModuleType:
+    """Import segmentation_models_pytorch (smp); its encoders come from timm, so the shim goes first."""
+    import_timm()
+    return require("segmentation_models_pytorch", purpose="for segmentation students and smp: teachers")
+
+
 def require(module: str, *, extra: str | None = None, purpose: str = "") -> ModuleType:
     """Import an optional backend or fail with one line saying how to install it."""
     try:

@@ -53,7 +53,7 @@ _PROGRESS_MIN_IMAGES = 1024  # show a bar only when labelling takes a while
 class Teacher:
     """A loaded teacher, ready to compute logits on preprocessed N×C×H×W float32 images."""
 
-    format: str  # "onnx" | "torchscript" | "torch.export" | "timm" | "pickle"
+    format: str  # "onnx" | "torchscript" | "torch.export" | "timm" | "pickle" | "smp" (segmentation)
     path: Path | None  # the file given (the weights file for timm)
     spec: str  # what the user passed ("model.onnx", "timm:resnet18")
     sha256: str | None  # of the file (weights file for timm)

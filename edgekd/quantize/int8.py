@@ -18,7 +18,7 @@ from ..data._base import Dataset, Split
 from ..distill.schedule import check_steps
 from ..distill.source import TeacherSignal
 from ..distill.trainer import DistillResult, distill
-from ..errors import InputError
+from ..errors import InputError, LoweringError
 
 
 class _Wrapper(torch.nn.Module):
@@ -117,5 +117,42 @@ def strip_for_export(qmodel: torch.nn.Module, example: torch.Tensor) -> torch.nn
     """
     import nncf
 
+    shared = _shared_quantizers(qmodel)
     stripped = nncf.strip(qmodel, do_copy=True, strip_format=nncf.StripFormat.NATIVE, example_input=example)
+    if shared:
+        _strip_shared_quantizers(stripped, shared)
     return stripped.eval()
+
+
+def _shared_quantizers(qmodel: torch.nn.Module) -> list[list[str]]:
+    """Hook names that share one quantizer object, in groups (NNCF unifies the scales of a concat's inputs).
+
+    ``nncf.strip(..., NATIVE)`` walks the hooks without duplicates, so it converts a shared quantizer
+    under its first name only and the others stay NNCF ``FakeQuantize`` nodes in the ONNX file (seen on
+    U-Net skip concatenations); classifiers without a concat have no shared quantizer.
+    """
+    from nncf.torch.function_hook.wrapper import get_hook_storage
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    groups: dict[int, list[str]] = {}
+    for name, module in get_hook_storage(qmodel).named_hooks(remove_duplicate=False):
+        if isinstance(module, BaseQuantizer):
+            groups.setdefault(id(module), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _strip_shared_quantizers(stripped: torch.nn.Module, shared: list[list[str]]) -> None:
+    """Point every name of a shared quantizer at the native quantizer that ``nncf.strip`` made for one of them."""
+    from nncf.torch.function_hook.wrapper import get_hook_storage
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    storage = get_hook_storage(stripped)
+    for names in shared:
+        modules = [storage.get_submodule(n) for n in names]
+        native = [m for m in modules if not isinstance(m, BaseQuantizer)]
+        if not native:  # pragma: no cover - nncf converts at least the first name
+            raise LoweringError(f"nncf.strip left the shared quantizer {names[0]} unconverted: "
+                                "export the model without INT8, or report this model as a bug")
+        for name, module in zip(names, modules):
+            if isinstance(module, BaseQuantizer):
+                storage.set_submodule(name, native[0])
