@@ -60,20 +60,7 @@ class Augmenter:
         self._pipe = self._build() if name == "medical" else None
 
     def _build(self) -> torch.nn.Module:
-        import kornia.augmentation as K
-
-        ops: list[torch.nn.Module] = []
-        if self.flips:
-            ops.append(K.RandomHorizontalFlip(p=0.5))
-        ops += [
-            K.RandomAffine(degrees=ROTATION_DEG, translate=(TRANSLATE, TRANSLATE), scale=SCALE,
-                           padding_mode="border", p=1.0),
-            K.RandomBrightness(BRIGHTNESS, p=0.8),
-            K.RandomContrast(CONTRAST, p=0.8),
-            K.RandomGamma(GAMMA, p=0.5),
-            K.RandomGaussianNoise(std=NOISE_STD, p=0.5),
-        ]
-        return torch.nn.Sequential(*ops)
+        return torch.nn.Sequential(*medical_ops(self.flips))
 
     @property
     def active(self) -> bool:
@@ -117,3 +104,18 @@ class Augmenter:
                 w = lam.view(n, 1, 1, 1).to(x.device, x.dtype)
                 x = w * x + (1 - w) * x[partner.to(x.device)]
         return Mixed(x.contiguous(), partner, lam)
+
+
+def medical_ops(flips: bool) -> list[torch.nn.Module]:
+    """The "medical" policy's kornia ops, in order (classification views and segmentation pairs alike)."""
+    import kornia.augmentation as K
+
+    ops: list[torch.nn.Module] = [K.RandomHorizontalFlip(p=0.5)] if flips else []
+    return ops + [
+        K.RandomAffine(degrees=ROTATION_DEG, translate=(TRANSLATE, TRANSLATE), scale=SCALE,
+                       padding_mode="border", p=1.0),
+        K.RandomBrightness(BRIGHTNESS, p=0.8),
+        K.RandomContrast(CONTRAST, p=0.8),
+        K.RandomGamma(GAMMA, p=0.5),
+        K.RandomGaussianNoise(std=NOISE_STD, p=0.5),
+    ]

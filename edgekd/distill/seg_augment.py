@@ -23,6 +23,7 @@ from .augment import (
     SCALE,
     TRANSLATE,
     check_augment,
+    medical_ops,
 )
 
 
@@ -43,16 +44,7 @@ class SegAugmenter:
     def _build(self) -> torch.nn.Module:
         import kornia.augmentation as K
 
-        ops: list[torch.nn.Module] = [K.RandomHorizontalFlip(p=0.5)] if self.flips else []
-        ops += [
-            K.RandomAffine(degrees=ROTATION_DEG, translate=(TRANSLATE, TRANSLATE), scale=SCALE,
-                           padding_mode="border", p=1.0),
-            K.RandomBrightness(BRIGHTNESS, p=0.8),
-            K.RandomContrast(CONTRAST, p=0.8),
-            K.RandomGamma(GAMMA, p=0.5),
-            K.RandomGaussianNoise(std=NOISE_STD, p=0.5),
-        ]
-        return K.AugmentationSequential(*ops, data_keys=["input", "mask"])
+        return K.AugmentationSequential(*medical_ops(self.flips), data_keys=["input", "mask"])
 
     @property
     def active(self) -> bool:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import InputError, MissingDependencyError
+from .classification import _percentile_ci
 
 BOOTSTRAP_RESAMPLES = 1000
 CI_LEVEL = 0.95
@@ -156,15 +157,6 @@ def _resampled(models: list[np.ndarray], classes: list[int], resamples: int, see
         w = np.bincount((np.arange(b)[:, None] * n + idx).ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
         out.append(np.stack([_statistic(w, v, classes) for v in models]))
     return np.concatenate(out, axis=1)
-
-
-def _percentile_ci(values: np.ndarray, resamples: int, level: float) -> tuple[float, float] | None:
-    values = values[~np.isnan(values)]
-    if len(values) < resamples / 2:
-        return None
-    tail = (1.0 - level) / 2.0 * 100.0
-    lo, hi = np.percentile(values, [tail, 100.0 - tail])
-    return float(lo), float(hi)
 
 
 def bootstrap_ci(scores: np.ndarray, *, include_background: bool = False, resamples: int = BOOTSTRAP_RESAMPLES,

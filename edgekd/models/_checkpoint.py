@@ -150,6 +150,13 @@ def match_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], arc
                       f"but the data has {in_chans}")
     if not causes:
         causes.append(f"the weights were probably saved from a different architecture than timm:{arch}")
+    raise TeacherError(f"weights {path.name} do not fit timm:{arch}: {'; '.join(causes)} "
+                       f"[{mismatch_summary(missing, unexpected, shapes, state, own)}]")
+
+
+def mismatch_summary(missing: list[str], unexpected: list[str], shapes: list[str],
+                     state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> str:
+    """How a state_dict and a model's differ: counts and the first examples of each kind."""
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
@@ -158,4 +165,4 @@ def match_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], arc
     if shapes:
         k = shapes[0]
         parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: file {list(state[k].shape)} vs model {list(own[k].shape)})")
-    raise TeacherError(f"weights {path.name} do not fit timm:{arch}: {'; '.join(causes)} [{'; '.join(parts)}]")
+    return "; ".join(parts)

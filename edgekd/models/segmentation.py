@@ -27,7 +27,7 @@ import torch
 from .._compat import import_smp, import_timm
 from .._io import sha256_file
 from ..errors import InputError, TeacherError, did_you_mean
-from ._checkpoint import first_line, read_state_dict
+from ._checkpoint import first_line, mismatch_summary, read_state_dict
 from .teacher import Teacher
 
 __all__ = [
@@ -232,16 +232,8 @@ def _match_state(model: torch.nn.Module, state: dict[str, torch.Tensor], spec: s
                       f"has {in_chans}")
     if not causes:
         causes.append(f"the weights were probably saved from another architecture or encoder than {spec}")
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-    if shapes:
-        k = shapes[0]
-        parts.append(f"{len(shapes)} shape mismatches (e.g. {k}: file {list(state[k].shape)} vs model "
-                     f"{list(own[k].shape)})")
-    raise TeacherError(f"weights {path.name} do not fit {spec}: {'; '.join(causes)} [{'; '.join(parts)}]")
+    raise TeacherError(f"weights {path.name} do not fit {spec}: {'; '.join(causes)} "
+                       f"[{mismatch_summary(missing, unexpected, shapes, state, own)}]")
 
 
 def check_seg_teacher(teacher: Teacher, channels: int, num_classes: int, image_size: tuple[int, int]) -> None:
