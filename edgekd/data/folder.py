@@ -31,7 +31,13 @@ from .._progress import track
 from ..config import Preprocessing
 from ..errors import DataError
 from ._base import Dataset, Split, check_every_class, shown
-from .preprocess import check_max_samples, output_size, preprocess, resolve, subset_indices
+from .preprocess import (
+    check_max_samples,
+    output_size,
+    preprocess,
+    resolve,
+    subset_indices,
+)
 
 SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -217,22 +223,13 @@ def load_folder(path: str | Path, pre: Preprocessing, *, max_samples: int | None
     for s in SPLITS:
         _probe(items[s], root, s)
     every = [it for s in SPLITS for it in items[s]]
-    channels = 1 if all(it.mode in GRAY_MODES for it in every) else 3
-    sizes = sorted({it.size for it in every})
-    if len(sizes) > 1 and pre.image_size is None:
-        a, b = (next(it for it in every if it.size == hw) for hw in (sizes[0], sizes[-1]))
-        raise DataError(
-            f"images in {shown(str(root))} have different sizes (e.g. {_rel(a, root)} is {a.size[0]}×{a.size[1]}, "
-            f"{_rel(b, root)} is {b.size[0]}×{b.size[1]}): pass --image-size N to resize all to N×N"
-        )
-    resolved = resolve(pre, channels)
-    out_hw = output_size(sizes[0], resolved)
+    channels, resolved, out_hw = _channels_and_size(every, root, pre, "all")
     chosen = {s: [items[s][i] for i in subset_indices(len(items[s]), max_samples, seed)] for s in SPLITS}
     check_every_class(shown(str(root)), {s: np.array([it.label for it in items[s]]) for s in SPLITS},
                       {s: np.array([it.label for it in chosen[s]]) for s in SPLITS}, classes, max_samples)
     splits = {s: _load_split(chosen[s], root, s, resolved, out_hw) for s in SPLITS}
     extra = {
-        "native_sizes": [list(hw) for hw in sizes[:10]],
+        "native_sizes": [list(hw) for hw in sorted({it.size for it in every})[:10]],
         "image_modes": sorted({it.mode for it in every}),
         "source_sizes": {s: len(items[s]) for s in SPLITS},
         "class_counts": {s: np.bincount(splits[s].labels.numpy(), minlength=len(classes)).tolist() for s in SPLITS},
@@ -242,3 +239,21 @@ def load_folder(path: str | Path, pre: Preprocessing, *, max_samples: int | None
         channels=channels, image_size=out_hw, class_names=classes, format="folder",
         preprocessing=resolved, path=root, sha256=sha256_tree(root), extra=extra,
     )
+
+
+def _channels_and_size(every: list, root: Path, pre: Preprocessing, what: str):
+    """(channels, resolved preprocessing, output H×W) of a folder's images, probed from their headers.
+
+    Gray when every image is; one size for all unless ``--image-size`` resizes them (``what`` names
+    what it resizes, e.g. "all (and their masks)"), else a one-line DataError with two examples.
+    """
+    channels = 1 if all(it.mode in GRAY_MODES for it in every) else 3
+    sizes = sorted({it.size for it in every})
+    if len(sizes) > 1 and pre.image_size is None:
+        a, b = (next(it for it in every if it.size == hw) for hw in (sizes[0], sizes[-1]))
+        raise DataError(
+            f"images in {shown(str(root))} have different sizes (e.g. {_rel(a, root)} is {a.size[0]}×{a.size[1]}, "
+            f"{_rel(b, root)} is {b.size[0]}×{b.size[1]}): pass --image-size N to resize {what} to N×N"
+        )
+    resolved = resolve(pre, channels)
+    return channels, resolved, output_size(sizes[0], resolved)

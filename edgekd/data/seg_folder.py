@@ -35,8 +35,8 @@ from ._seg_base import (
     seg_extra,
 )
 from .folder import (
-    GRAY_MODES,
     IMAGE_EXTENSIONS,
+    _channels_and_size,
     _image_files,
     _Item,
     _load_split,
@@ -45,7 +45,7 @@ from .folder import (
     _rel,
     _unreadable,
 )
-from .preprocess import check_max_samples, output_size, resolve, subset_indices
+from .preprocess import check_max_samples, subset_indices
 
 SPLITS = ("train", "val", "test")
 MASK_MODES = frozenset({"1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"})
@@ -167,16 +167,7 @@ def load_seg_folder(path: str | Path, pre: Preprocessing, *, num_classes: int | 
         _probe([mask for _, mask in pairs[s]], root, f"{s} mask")
         _check_pairs(pairs[s], root)
     every = [img for s in SPLITS for img, _ in pairs[s]]
-    channels = 1 if all(it.mode in GRAY_MODES for it in every) else 3
-    sizes = sorted({it.size for it in every})
-    if len(sizes) > 1 and pre.image_size is None:
-        a, b = (next(it for it in every if it.size == hw) for hw in (sizes[0], sizes[-1]))
-        raise DataError(
-            f"images in {shown(str(root))} have different sizes (e.g. {_rel(a, root)} is {a.size[0]}×{a.size[1]}, "
-            f"{_rel(b, root)} is {b.size[0]}×{b.size[1]}): pass --image-size N to resize all (and their masks) to N×N"
-        )
-    resolved = resolve(pre, channels)
-    out_hw = output_size(sizes[0], resolved)
+    channels, resolved, out_hw = _channels_and_size(every, root, pre, "all (and their masks)")
     chosen = {s: subset_indices(len(pairs[s]), max_samples, seed) for s in SPLITS}
     stats, masks = _read_masks(pairs, chosen, root, out_hw)
     k, binary_255 = classes_of(stats, num_classes)
@@ -184,7 +175,7 @@ def load_seg_folder(path: str | Path, pre: Preprocessing, *, num_classes: int | 
     for s in SPLITS:
         images = _load_split([pairs[s][i][0] for i in chosen[s]], root, s, resolved, out_hw).images
         splits[s] = SegSplit(images, finish_masks(masks[s], binary_255, out_hw))
-    extra = {"native_sizes": [list(hw) for hw in sizes[:10]], "image_modes": sorted({it.mode for it in every}),
+    extra = {"native_sizes": [list(hw) for hw in sorted({it.size for it in every})[:10]], "image_modes": sorted({it.mode for it in every}),
              "source_sizes": {s: len(pairs[s]) for s in SPLITS}, **seg_extra(splits, k, binary_255)}
     return SegDataset(
         train=splits["train"], val=splits["val"], test=splits["test"], num_classes=k, channels=channels,
