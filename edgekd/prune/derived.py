@@ -44,7 +44,7 @@ FROM_TEACHER = "from-teacher"  # DistillConfig.student value that asks for a der
 REFERENCE_STUDENT = "lcnet_100"  # the default MACs budget is this zoo student's MACs on the same input
 _GRAPH_FORMATS = ("onnx", "torchscript", "torch.export")
 _MAX_SCORE_IMAGES = 512  # val images used to rank blocks for removal
-MAX_MACS_OVER = 2.0  # a default derived start must be able to get within this factor of its MACs budget
+MAX_FRACTION_OF_TEACHER = 0.5  # a default derived start must get below this share of the teacher's MACs
 _PROBE_RATIOS = (0.5, 0.75)  # channel ratios tried to see how small the teacher's network can get
 _STEM = "student"
 
@@ -101,10 +101,11 @@ def trial_base(teacher: Teacher, example: torch.Tensor, reference: str = REFEREN
     """:func:`derived_base`, and proof that Torch-Pruning can cut it to about the MACs of zoo student ``reference``.
 
     The default start is checked before any stage runs: two channel trials show how small the
-    teacher's network can get. A graph that onnx2torch or Torch-Pruning cannot
-    handle, or one that stays above :data:`MAX_MACS_OVER` times the budget (a DenseNet's
-    concatenations leave little to prune), raises TeacherError in one line, and the caller falls
-    back to the zoo student at once instead of distilling a student barely smaller than the teacher.
+    teacher's network can get. A graph that onnx2torch or Torch-Pruning cannot handle, or one
+    that cannot be cut below :data:`MAX_FRACTION_OF_TEACHER` of the teacher's own MACs, raises
+    TeacherError in one line, and the caller falls back to the zoo student at once instead of
+    distilling a student barely smaller than the teacher. (A cut that cannot reach the budget
+    itself is still taken: derive_student gets as close as it can and says so.)
     """
     from .pruner import _classifier_of, _prune_copy
 
@@ -120,9 +121,11 @@ def trial_base(teacher: Teacher, example: torch.Tensor, reference: str = REFEREN
     except Exception as exc:  # noqa: BLE001 - Torch-Pruning's tracer on an unusual graph
         raise TeacherError(f"Torch-Pruning cannot prune teacher {teacher.spec} ({type(exc).__name__}: "
                            f"{_first_line(exc)})") from None
-    if smallest > MAX_MACS_OVER * macs:
-        raise TeacherError(f"the teacher's network cannot be cut below {smallest / 1e6:.1f} M MACs per image "
-                           f"(the budget, {reference}'s, is {macs / 1e6:.1f} M)")
+    full = count_macs(base, example)
+    if smallest > MAX_FRACTION_OF_TEACHER * full:
+        raise TeacherError(f"the teacher's network cannot be cut below {smallest / 1e6:.1f} M MACs per image, "
+                           f"{smallest / full:.0%} of its {full / 1e6:.1f} M (the budget, {reference}'s, is "
+                           f"{macs / 1e6:.1f} M)")
     return base
 
 
