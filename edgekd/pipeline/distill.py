@@ -49,7 +49,7 @@ class DistillStage(Stage):
             ds = derive_student(inp.teacher, example=inp.example, val_images=inp.data.val.images,
                                 val_teacher_logits=tl.val, train_images=inp.data.train.images,
                                 macs=reference_macs(inp.example, inp.data.num_classes, ref),
-                                temperature=cfg.distill.temperature)
+                                temperature=cfg.distill.temperature, base=run.build_student(name))
             start, loaded = ds.model, None
             info.update(start="derived from the teacher", derived={**ds.record, "macs_reference": ref})
         else:
@@ -58,7 +58,7 @@ class DistillStage(Stage):
         steps = run.budget.distill
         res = distill(start, inp.data, tl, cfg.distill, steps=steps, seed=cfg.seed, features=True)
         if derived:
-            save_derived(res.model, inp.teacher, folder, inp.example)  # student.structure.json + student.pt
+            save_derived(res.model, inp.teacher, folder, inp.example, run.build_student(name))  # structure + weights
         else:
             torch.save(state_of(res.model), folder / "student.pt")
         return {**info, "steps_planned": steps, "steps_run": res.steps_run, "best_step": res.best_step,
@@ -71,7 +71,7 @@ class DistillStage(Stage):
 
         inp, name = run.inp, run.inp.student
         if name == FROM_TEACHER:
-            model = load_derived(inp.teacher, entry.path, inp.example)
+            model = load_derived(inp.teacher, entry.path, inp.example, run.build_student(name))
         else:
             model = run.build_student(name)
             model.load_state_dict(torch.load(entry.file("student.pt"), map_location="cpu", weights_only=True))

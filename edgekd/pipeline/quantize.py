@@ -28,9 +28,12 @@ class QuantizeStage(Stage):
         return None
 
     def _calibration(self, run: Run) -> torch.Tensor:
-        from ..quantize import calibration_subset
+        """The seeded calibration images from train, drawn once per run (the stage object is the run's)."""
+        if getattr(self, "_calib", None) is None:
+            from ..quantize import calibration_subset
 
-        return calibration_subset(run.inp.data.train, run.cfg.quant.calibration_samples, run.cfg.seed)
+            self._calib = calibration_subset(run.inp.data.train, run.cfg.quant.calibration_samples, run.cfg.seed)
+        return self._calib
 
     def announce(self, run: Run) -> str:
         return (f"NNCF post-training INT8 ({len(self._calibration(run))} images), "

@@ -23,6 +23,12 @@ class TeacherSignalStage(Stage):
     name = "teacher-signal"
 
     def _plan(self, run: Run):
+        """(pool, augmenter, cached views, mode, why): decided once per run (the stage object is the run's)."""
+        if getattr(self, "_decided", None) is None:
+            self._decided = self._decide(run)
+        return self._decided
+
+    def _decide(self, run: Run):
         from ..distill.augment import Augmenter
         from ..distill.source import Pool, cached_view_count, choose_mode
 

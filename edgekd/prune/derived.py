@@ -139,6 +139,7 @@ def derive_student(
     macs: int | None = None,
     depth: int | None = None,
     temperature: float = 4.0,
+    base: torch.nn.Module | None = None,
 ) -> DerivedStudent:
     """Cut a student from ``teacher``: remove blocks, then channels until its MACs are at most ``macs``.
 
@@ -149,11 +150,12 @@ def derive_student(
     ``temperature`` between the teacher's val logits and the student's on ``val_images``.
     BatchNorm statistics are re-estimated on ``train_images`` (up to 512) after each cut: the
     teacher's no longer describe what reaches a layer once blocks or channels before it are gone.
+    ``base``: :func:`derived_base` of the teacher when the caller already has it (it is not modified).
     """
     from .pruner import ROUND_TO, _classifier_of, _prune_to
 
     example = example[:1].detach().float()
-    base = derived_base(teacher, example)
+    base = _base(teacher, example, base)
     macs0, params0 = count_macs(base, example), count_params(base)
     if macs is None:
         macs = reference_macs(example, _num_classes(base, example))
@@ -200,18 +202,26 @@ def reference_macs(example: torch.Tensor, num_classes: int, name: str = REFERENC
     return count_macs(create_student(name, int(example.shape[1]), num_classes), example[:1])
 
 
-def save_derived(model: torch.nn.Module, teacher: Teacher, folder: Path, example: torch.Tensor) -> None:
-    """``student.structure.json`` + ``student.pt`` (state_dict) in ``folder``, relative to :func:`derived_base`."""
+def save_derived(model: torch.nn.Module, teacher: Teacher, folder: Path, example: torch.Tensor,
+                 base: torch.nn.Module | None = None) -> None:
+    """``student.structure.json`` + ``student.pt`` (state_dict) in ``folder``, relative to :func:`derived_base`
+    (``base``, when the caller already has it)."""
     from .serialize import save_pruned
 
-    save_pruned(model, derived_base(teacher, example[:1]), Path(folder), stem=_STEM)
+    save_pruned(model, _base(teacher, example, base), Path(folder), stem=_STEM)
 
 
-def load_derived(teacher: Teacher, folder: Path, example: torch.Tensor) -> torch.nn.Module:
+def load_derived(teacher: Teacher, folder: Path, example: torch.Tensor,
+                 base: torch.nn.Module | None = None) -> torch.nn.Module:
     """The student saved by :func:`save_derived`, rebuilt from the same teacher (eval mode)."""
     from .serialize import load_pruned
 
-    return load_pruned(lambda: derived_base(teacher, example[:1]), Path(folder), stem=_STEM)
+    return load_pruned(lambda: _base(teacher, example, base), Path(folder), stem=_STEM)
+
+
+def _base(teacher: Teacher, example: torch.Tensor, base: torch.nn.Module | None) -> torch.nn.Module:
+    """A fresh copy of the caller's derived base, or one rebuilt from the teacher (a conversion for graph formats)."""
+    return copy.deepcopy(base) if base is not None else derived_base(teacher, example[:1])
 
 
 # ---------------------------------------------------------------------------- helpers
