@@ -40,7 +40,7 @@ class DistillConfig:
     student: str | None = None  # timm model name, or "from-teacher"; None: from-teacher when the teacher converts, else the profile's student
     student_weights: Path | None = None  # pretrained weights for a zoo student (safetensors or weights_only state_dict)
     max_steps: int | None = None  # optimizer steps; None: derived from the train-set size (stated in the report)
-    batch_size: int = 64
+    batch_size: int | None = None  # None: the task's (64 images; 8 for segmentation, each image is H·W pixel samples)
     lr: float = 3e-3  # AdamW peak learning rate: linear warm-up, then cosine over the whole budget
     warmup_fraction: float = 0.05  # share of the budget spent warming up the learning rate
     weight_decay: float = 1e-4
@@ -117,6 +117,8 @@ class CompressConfig:
     # shipping budgets; None: the target profile's (targets/*.yaml). A model ships only when both hold.
     max_auc_drop: float | None = None  # test AUC >= teacher AUC - this
     max_sensitivity_drop: float | None = None  # test sensitivity >= teacher sensitivity - this
+    max_dice_drop: float | None = None  # segmentation: test mean Dice >= teacher mean Dice - this
+    task: str = "classification"  # "classification" (N×K logits) or "segmentation" (N×K×H×W, masks)
     seed: int = 0
     overwrite: bool = False  # replace an existing --out directory
     max_samples: int | None = None  # cap each split (quick runs and tests); None uses everything

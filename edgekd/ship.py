@@ -55,8 +55,22 @@ class Floors:
         sens = m.sensitivity if self.split == "test" else getattr(m, "val_sensitivity", None)
         return (float("nan") if auc is None else auc), (float("nan") if sens is None else sens)
 
+    key, label = "auc", "AUC"  # the metric the floor is on, as report keys and as text
+
     def auc_ok(self, m: Metrics) -> bool:
         return bool(self.figures(m)[0] >= self.min_auc)
+
+    metric_ok = auc_ok
+
+    def record(self) -> dict:
+        """The floors as report.json "shipping" fields (``teacher_val_auc``, ``min_val_auc``, ...)."""
+        p = "" if self.split == "test" else "val_"
+        return {f"teacher_{p}auc": self.teacher_auc, f"min_{p}auc": self.min_auc,
+                f"teacher_{p}sensitivity": self.teacher_sensitivity, f"min_{p}sensitivity": self.min_sensitivity}
+
+    def chosen(self, m: Metrics) -> dict:
+        auc, sens = self.figures(m)
+        return {"auc": auc, "sensitivity": sens}
 
     def sensitivity_ok(self, m: Metrics) -> bool:
         return self.min_sensitivity is None or bool(self.figures(m)[1] >= self.min_sensitivity)
@@ -117,14 +131,13 @@ def choose_on_val(cands: list[Candidate], profile: TargetProfile, val: Floors, m
     device_built = backend_info(profile.runtime).device_built  # engines are built and timed on the device only
     deployable = [c for c in cands if c.role == "student" and c.backend == profile.runtime
                   and c.precision in profile.precisions and (c.latency is not None or device_built)]
-    auc_ok = [c for c in deployable if c.metrics is not None and val.auc_ok(c.metrics)]
+    auc_ok = [c for c in deployable if c.metrics is not None and val.metric_ok(c.metrics)]
     eligible = [c for c in auc_ok if val.sensitivity_ok(c.metrics)]
     budget = val.text(max_drop, max_sensitivity_drop)
     info = {
         "chosen_on": "val",
         "rule": f"fastest {profile.runtime} student with {budget}",
-        "teacher_val_auc": val.teacher_auc, "min_val_auc": val.min_auc,
-        "teacher_val_sensitivity": val.teacher_sensitivity, "min_val_sensitivity": val.min_sensitivity,
+        **val.record(),
         "deployable": [c.name for c in deployable], "eligible": [c.name for c in eligible],
         "rejected_for_sensitivity": [c.name for c in auc_ok if c not in eligible],
         "chosen": None, "val": None, "confirmation": None, "confirmed": False,
@@ -146,8 +159,7 @@ def choose_on_val(cands: list[Candidate], profile: TargetProfile, val: Floors, m
         chosen = min(eligible, key=lambda c: c.latency.p50)
         info["reason"] = (f"fastest of {len(eligible)} eligible on val: p50 {chosen.latency.p50:.3f} ms, "
                           f"{val.describe(chosen.metrics)}")
-    auc, sens = val.figures(chosen.metrics)
-    info["chosen"], info["val"] = chosen.name, {"auc": auc, "sensitivity": sens}
+    info["chosen"], info["val"] = chosen.name, val.chosen(chosen.metrics)
     return chosen, info
 
 
@@ -171,8 +183,76 @@ def _not_shipped_reason(profile: TargetProfile, deployable: list[Candidate], auc
                 f"sensitivity {sens:.4f}, AUC {auc:.4f}")
     scored = [c for c in deployable if c.metrics is not None]
     best = max(scored, key=lambda c: np.nan_to_num(val.figures(c.metrics)[0], nan=-1.0), default=None)
-    return (f"no {profile.runtime} candidate reached val AUC {val.min_auc:.4f} (teacher {val.teacher_auc:.4f} − {max_drop}); "
+    floor, teacher = val.record()[f"min_val_{val.key}"], val.record()[f"teacher_val_{val.key}"]
+    return (f"no {profile.runtime} candidate reached val {val.label} {floor:.4f} (teacher {teacher:.4f} − {max_drop}); "
             + (f"best was {best.name} at {val.figures(best.metrics)[0]:.4f}" if best else "no deployable candidate"))
+
+
+@dataclass(frozen=True)
+class DiceFloors:
+    """The segmentation budget on one split: mean Dice >= the teacher's − ``max_dice_drop`` (no sensitivity rule)."""
+
+    split: str
+    teacher_dice: float
+    min_dice: float
+    min_sensitivity = None
+    key, label = "dice", "Dice"
+
+    @classmethod
+    def of(cls, split: str, teacher_dice: float | None, max_drop: float) -> "DiceFloors":
+        d = float("nan") if teacher_dice is None else float(teacher_dice)
+        return cls(split, d, d - max_drop)
+
+    def figures(self, m) -> tuple[float, float]:
+        d = m.dice if self.split == "test" else m.val_dice
+        return (float("nan") if d is None else float(d)), float("nan")
+
+    def metric_ok(self, m) -> bool:
+        return bool(self.figures(m)[0] >= self.min_dice)
+
+    def sensitivity_ok(self, m) -> bool:
+        return True
+
+    def record(self) -> dict:
+        p = "" if self.split == "test" else "val_"
+        return {f"teacher_{p}dice": self.teacher_dice, f"min_{p}dice": self.min_dice}
+
+    def chosen(self, m) -> dict:
+        return {"dice": self.figures(m)[0]}
+
+    def text(self, max_drop: float, max_sensitivity_drop: float | None = None) -> str:
+        return f"{self.split} mean Dice >= teacher {self.split} mean Dice - {max_drop}"
+
+    def describe(self, m) -> str:
+        return (f"{self.split} mean Dice {self.figures(m)[0]:.4f} (teacher {self.teacher_dice:.4f}, "
+                f"floor {self.min_dice:.4f})")
+
+
+def choose_segmentation(cands: list[Candidate], profile: TargetProfile, teacher, max_dice_drop: float
+                        ) -> tuple[Candidate | None, dict]:
+    """The fastest deployable student with val mean Dice >= the teacher's − ``max_dice_drop``, confirmed once on test.
+
+    The rule of :func:`choose_shipped` with Dice in place of AUC and sensitivity: chosen on val,
+    only that model is then checked on test, and nothing ships when it fails there.
+    """
+    val = DiceFloors.of("val", teacher.val_dice, max_dice_drop)
+    test = DiceFloors.of("test", teacher.dice, max_dice_drop)
+    chosen, info = choose_on_val(cands, profile, val, max_dice_drop, None)
+    info.update({**test.record(), "max_dice_drop": max_dice_drop})
+    info["rule"] += f"; then only that model is confirmed on test: {test.text(max_dice_drop)}"
+    if chosen is None:
+        return None, info
+    dice = test.figures(chosen.metrics)[0]
+    ok = test.metric_ok(chosen.metrics)
+    info["confirmation"] = {"on": "test", "candidate": chosen.name, "dice": dice, "min_dice": test.min_dice,
+                            "dice_ok": ok, "confirmed": ok}
+    info["confirmed"] = ok
+    if not ok:
+        info["reason"] = (f"{chosen.name} was chosen on val ({val.describe(chosen.metrics)}) but not confirmed "
+                          f"on test: {test.describe(chosen.metrics)}; no other candidate is tried on test")
+        return None, info
+    info["reason"] += f"; confirmed on test: {test.describe(chosen.metrics)}"
+    return chosen, info
 
 
 def speedups(cands: list[Candidate], shipped: Candidate | None) -> dict:

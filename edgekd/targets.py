@@ -34,6 +34,7 @@ class TargetProfile:
     memory_budget_mb: float | None = None  # memory the runtime session may use on the device
     max_auc_drop: float = 0.01  # shipping budget: test AUC >= teacher AUC - this (--max-auc-drop overrides)
     max_sensitivity_drop: float = 0.02  # shipping budget: test sensitivity >= teacher's - this (--max-sensitivity-drop)
+    max_dice_drop: float = 0.01  # segmentation's budget: test mean Dice >= teacher's - this (--max-dice-drop)
     jetpack: str | None = None  # NVIDIA JetPack release on the device (Jetson targets)
     tensorrt: str | None = None  # TensorRT major.minor on the device: engines are built there, for that version
     python: str | None = None  # Python on the device (the runner must run there)
@@ -54,15 +55,17 @@ class Budget:
     max_auc_drop: float  # ship only when test AUC >= teacher AUC - this
     max_sensitivity_drop: float  # ... and test sensitivity >= teacher sensitivity - this
     source: dict[str, str] = field(default_factory=dict)  # per budget: "profile" or "option"
+    max_dice_drop: float = 0.01  # segmentation: test mean Dice >= teacher mean Dice - this
 
 
 def shipping_budget(profile: TargetProfile, max_auc_drop: float | None = None,
-                    max_sensitivity_drop: float | None = None) -> Budget:
+                    max_sensitivity_drop: float | None = None, max_dice_drop: float | None = None) -> Budget:
     """The profile's budgets with the options that were given (not None) in their place."""
     from .errors import InputError
 
     values, source = {}, {}
-    for key, option in (("max_auc_drop", max_auc_drop), ("max_sensitivity_drop", max_sensitivity_drop)):
+    for key, option in (("max_auc_drop", max_auc_drop), ("max_sensitivity_drop", max_sensitivity_drop),
+                        ("max_dice_drop", max_dice_drop)):
         flag = "--" + key.replace("_", "-")
         if option is not None and not -1 <= option <= 1:
             raise InputError(f"{flag} {option} must be in [-1, 1] (e.g. 0.01; negative: must beat the teacher)")
@@ -195,7 +198,7 @@ def parse_profile(text: str, *, source: str | os.PathLike | None = None) -> Targ
             not isinstance(v[key], (int, float)) or isinstance(v[key], bool) or v[key] <= 0
         ):
             raise bad(key, "null or a positive number")
-    for key in ("max_auc_drop", "max_sensitivity_drop"):
+    for key in ("max_auc_drop", "max_sensitivity_drop", "max_dice_drop"):
         if key in v and (not isinstance(v[key], (int, float)) or isinstance(v[key], bool) or not -1 <= v[key] <= 1):
             raise bad(key, "a number in [-1, 1] (e.g. 0.01; negative: the student must beat the teacher)")
     if v.get("workspace_mb") is not None and (

@@ -217,9 +217,18 @@ def test_an_unconvertible_teacher_fails_with_one_line(tmp_path, data):
     assert "\n" not in msg and "Hardmax" in msg and "timm:<arch>" in msg and "--student lcnet_100" in msg
 
 
+def _choose_student(cfg, default, teacher, example, log):
+    from types import SimpleNamespace
+
+    from edgekd.tasks import get_task
+
+    return get_task("classification").choose_student(cfg, SimpleNamespace(default_student=default), teacher, example,
+                                                     log)
+
+
 def test_a_graph_teacher_onnx2torch_cannot_convert_falls_back_to_the_zoo_student_by_default(tmp_path):
     from edgekd.config import CompressConfig
-    from edgekd.inputs import choose_student
+    choose_student = _choose_student
 
     t = Teacher("onnx", tmp_path / "hardmax.onnx", str(tmp_path / "hardmax.onnx"), None, None,
                 onnx_path=_hardmax_onnx(tmp_path))
@@ -235,8 +244,9 @@ def test_a_teacher_that_cannot_be_cut_far_gets_the_zoo_student_by_default(teache
     """A network Torch-Pruning can barely cut would give a start barely smaller than the teacher (seen
     before the prune search kept its smallest trial: densenet121 at 64×64, 226 M MACs cut only to 196 M)."""
     from edgekd.config import CompressConfig
-    from edgekd.inputs import choose_student
     from edgekd.prune import derived
+
+    choose_student = _choose_student
 
     x = data.val.images[:1]
     said: list[str] = []

@@ -4,7 +4,7 @@
       model.onnx | model.xml + model.bin   the shipped model (for TensorRT: the ONNX the engine is built from)
       build_engine.sh                      TensorRT targets: the exact trtexec command (engines are built on the device)
       runner.py                            standalone benchmark runner (numpy + the device runtime; Python >= 3.6)
-      sample.npz                           preprocessed test images, labels and class names
+      sample.npz                           preprocessed test images, labels (segmentation: masks) and class names
       expected_logits.npy                  the shipped model's logits on sample.npz, recorded on the host
       preprocessing.json, labels.json      what the device must do to a raw image, and what the outputs mean
                                            (labels.json: the operating point chosen on val, which runner.py uses)
@@ -34,16 +34,21 @@ ARCHIVE = "bundle.tar.gz"
 SAMPLE_SIZE = 300
 
 
-def write_sample(data: Dataset, path: Path, n: int = SAMPLE_SIZE, seed: int = 0) -> int:
-    """A seeded subset of the preprocessed test split, as the runner reads it."""
+def write_sample(data: Dataset, path: Path, n: int = SAMPLE_SIZE, seed: int = 0, task=None) -> int:
+    """A seeded subset of the preprocessed test split, as the runner reads it (labels, or masks for segmentation)."""
     split = data.test.subset(n, seed)
-    np.savez(path, images=split.images.numpy().astype(np.float32), labels=split.labels.numpy().astype(np.int64),
-             class_names=np.array(data.class_names))
+    targets = task.sample_arrays(split) if task is not None else {"labels": split.labels.numpy().astype(np.int64)}
+    np.savez(path, images=split.images.numpy().astype(np.float32), class_names=np.array(data.class_names), **targets)
     return len(split)
 
 
-def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfile, seed: int) -> Path:
-    """Create ``work/bundle`` for the shipped candidate (a dict from report.json)."""
+def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfile, seed: int, task=None) -> Path:
+    """Create ``work/bundle`` for the shipped candidate (a dict from report.json); ``task``: an
+    edgekd.tasks.Task (None: the data's own task)."""
+    if task is None:
+        from ..tasks import get_task
+
+        task = get_task(getattr(data, "task", "classification"))
     bundle = work / "bundle"
     bundle.mkdir()
     from ..lower import backend_info, get_backend
@@ -60,13 +65,10 @@ def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfil
     from ..device import copy_runner
 
     copy_runner(bundle)
-    n = write_sample(data, bundle / "sample.npz", seed=seed)
+    n = write_sample(data, bundle / "sample.npz", n=task.sample_size, seed=seed, task=task)
     record_outputs(bundle, shipped)
     write_json_atomic(bundle / "preprocessing.json", data.preprocessing.to_dict())
-    labels = {"class_names": data.class_names, "num_classes": data.num_classes,
-              "outputs": "logits, one per class in this order; softmax gives probabilities"}
-    labels.update(operating_point(shipped, data.num_classes))
-    write_json_atomic(bundle / "labels.json", labels)
+    write_json_atomic(bundle / "labels.json", task.labels_json(shipped, data))
     # no --threshold: the runner reads the operating point chosen on val from labels.json
     steps.append(f"python3 runner.py --model {run_model} --runtime {backend.device_runtime} --sample sample.npz "
                  "--out device.json")
@@ -80,17 +82,6 @@ def write_bundle(work: Path, shipped: dict, data: Dataset, profile: TargetProfil
         "", "Run on the device:", *[f"  {s}" for s in steps], "",
     ]))
     return bundle
-
-
-def operating_point(shipped: dict, num_classes: int) -> dict:
-    """labels.json's decision rule: binary, the P(class 1) threshold chosen on val (the device runner's
-    default); multi-class, argmax."""
-    if num_classes != 2:
-        return {"decision": "argmax"}
-    m = shipped.get("metrics") or {}
-    how = m.get("operating_point")
-    return {"positive_class": 1, "decision": "threshold", "threshold": m.get("threshold"),
-            "threshold_chosen_on": None if how in (None, "default-0.5") else "val", "operating_point": how}
 
 
 def bundle_entry(bundle: Path, archive: bool) -> dict:

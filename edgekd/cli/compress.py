@@ -29,8 +29,9 @@ class OperatingPoint(str, Enum):
 
 @app.command()
 def compress(
+    task: str = typer.Option("classification", help="classification (N×K logits) or segmentation (N×K×H×W logits and masks; demo: synthetic ultrasound)."),
     teacher: Optional[str] = typer.Option(None, help="Teacher: .onnx, TorchScript .pt, torch.export .pt2, a pickled model (needs --trust-checkpoint), or timm:<arch> with --teacher-weights. Omit with --data to run the demo."),
-    data: Optional[Path] = typer.Option(None, help="Dataset: .npz in the MedMNIST layout, or a folder with train/ val/ test/ of class subfolders."),
+    data: Optional[Path] = typer.Option(None, help="Dataset: .npz in the MedMNIST layout, or a folder with train/ val/ test/ of class subfolders (segmentation: .npz with {split}_images/{split}_masks, or {split}/images/ + {split}/masks/)."),
     target: str = typer.Option("intel-cpu", help="Target profile (see `edgekd targets list`)."),
     out: Path = typer.Option(Path("build"), help="Output folder for models and report."),
     teacher_weights: Optional[Path] = typer.Option(None, help="Weights for a timm teacher (.pt state_dict or .safetensors)."),
@@ -57,6 +58,7 @@ def compress(
     no_quantize: bool = typer.Option(False, "--no-quantize", help="Skip INT8."),
     max_auc_drop: Optional[float] = typer.Option(None, help="Ship only candidates with test AUC >= teacher AUC - this (default: the target's, 0.01)."),
     max_sensitivity_drop: Optional[float] = typer.Option(None, help="...and test sensitivity >= teacher sensitivity - this (default: the target's, 0.02)."),
+    max_dice_drop: Optional[float] = typer.Option(None, help="Segmentation: ship only candidates with test mean Dice >= teacher Dice - this (default: the target's, 0.01)."),
     operating_point: OperatingPoint = typer.Option(OperatingPoint.teacher_sensitivity, case_sensitive=False, help="Binary threshold chosen on val: teacher-sensitivity (hold the teacher's val sensitivity) or youden (each model's Youden's J)."),
     threads: Optional[int] = typer.Option(None, help="Threads for latency figures (default from the target)."),
     iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure, fixed (default: at least 200, more until the median is stable)."),
@@ -80,7 +82,7 @@ def compress(
     try:
         cfg = CompressConfig(target=target, out=out, teacher=teacher, teacher_weights=teacher_weights,
                              trust_checkpoint=trust_checkpoint, data=data, unlabelled=unlabelled, max_auc_drop=max_auc_drop,
-                             max_sensitivity_drop=max_sensitivity_drop,
+                             max_sensitivity_drop=max_sensitivity_drop, max_dice_drop=max_dice_drop, task=task,
                              seed=seed, overwrite=overwrite, max_samples=max_samples,
                              cache_dir=cache_dir, force=force, archive=archive)
         pre = Preprocessing(image_size=image_size)

@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-RUNNER_VERSION = "1.1.0"  # 1.1: the binary threshold defaults to the bundle's labels.json; "threshold" in the output
+RUNNER_VERSION = "1.2.0"  # 1.2: segmentation models (masks, Dice); 1.1: the binary threshold defaults to the bundle's labels.json; "threshold" in the output
 EXIT_BAD_INPUT = 2
 RUNTIMES = ("auto", "tensorrt", "onnxruntime", "openvino")
 LABELS = "labels.json"  # written by the bundle next to the model: class names and the operating point
@@ -152,6 +152,25 @@ def classification_metrics(logits, labels, threshold=0.5):
     return {"accuracy": float((pred == labels).mean()), "auc": auc, "threshold": threshold}
 
 
+def segmentation_metrics(logits, masks):
+    """Per-pixel argmax masks and mean Dice per foreground class over images (an image with the class in neither
+    mask is skipped; a false positive on an empty mask scores 0), as edgekd's host report computes it."""
+    pred = np.asarray(logits).argmax(axis=1)
+    masks = np.asarray(masks)
+    k = int(np.asarray(logits).shape[1])
+    per_class = []
+    for c in range(1, k):
+        p, t = pred == c, masks == c
+        inter = (p & t).reshape(len(p), -1).sum(axis=1).astype(np.float64)
+        total = p.reshape(len(p), -1).sum(axis=1) + t.reshape(len(t), -1).sum(axis=1)
+        scores = [2.0 * i / d for i, d in zip(inter, total) if d > 0]
+        per_class.append(float(np.mean(scores)) if scores else float("nan"))
+    defined = [d for d in per_class if not math.isnan(d)]
+    return pred.astype(np.uint8), {"mean_dice": float(np.mean(defined)) if defined else float("nan"),
+                                   "dice_per_class": [float("nan")] + per_class,
+                                   "pixel_accuracy": float((pred == masks).mean())}
+
+
 def bundle_threshold(model_path):
     """(threshold, labels.json path) recorded by the bundle next to the model; (None, None) when it records none."""
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), LABELS)
@@ -193,22 +212,30 @@ def latency_summary(seconds, batch):
 # ----------------------------------------------------------------------------- inputs
 
 def load_sample(path):
-    """images float32 N x C x H x W, labels int64 N, class names (list of str) from sample.npz."""
+    """images float32 N x C x H x W, labels int64 N (segmentation: masks N x H x W), class names from sample.npz."""
     if not os.path.isfile(path):
         raise RunnerError("sample file '{}' not found: pass --sample with the bundle's sample.npz".format(path))
     try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in ("images", "labels") if k not in archive.files]
+            target = "masks" if "masks" in archive.files else "labels"
+            missing = [k for k in ("images", target) if k not in archive.files]
             if missing:
                 raise RunnerError("sample '{}' lacks {} (it has: {}); expected images N x C x H x W float32, labels N int64"
                                   .format(path, ", ".join(missing), ", ".join(archive.files)))
-            images, labels = archive["images"], archive["labels"]
+            images, labels = archive["images"], archive[target]
             names = [str(n) for n in archive["class_names"]] if "class_names" in archive.files else []
     except RunnerError:
         raise
     except Exception as exc:
         raise RunnerError("sample '{}' is not a readable .npz ({}): copy it again from the bundle".format(path, first_line(exc)))
-    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    labels = np.asarray(labels).astype(np.int64)
+    if target == "masks":
+        if images.ndim != 4 or labels.shape != (images.shape[0],) + images.shape[2:]:
+            raise RunnerError("sample '{}': images have shape {} and masks {}; expected N x C x H x W images and "
+                              "N x H x W masks".format(path, "x".join(str(d) for d in images.shape),
+                                                       "x".join(str(d) for d in labels.shape)))
+        return np.ascontiguousarray(images, dtype=np.float32), labels, names
+    labels = labels.reshape(-1)
     if images.ndim != 4 or len(images) == 0 or len(images) != len(labels):
         raise RunnerError("sample '{}': images have shape {} and labels {} values; expected N x C x H x W images and N labels"
                           .format(path, "x".join(str(d) for d in images.shape), len(labels)))
@@ -752,13 +779,14 @@ def time_calls(model, x, warmup, iterations):
 
 
 def predict(model, images, batch):
-    """float32 N x K logits of every image, ``batch`` at a time."""
+    """float32 N x K logits (segmentation: N x K x H x W) of every image, ``batch`` at a time."""
     outputs = []
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
         out = np.asarray(model(pad_to(chunk, batch)), dtype=np.float32)
-        if out.ndim != 2 or out.shape[0] != batch:
-            raise RunnerError("the model returned shape {} for a batch of {}; expected batch x classes logits"
+        if out.ndim not in (2, 4) or out.shape[0] != batch:
+            raise RunnerError("the model returned shape {} for a batch of {}; expected batch x classes logits "
+                              "(x H x W for segmentation)"
                               .format("x".join(str(d) for d in out.shape), batch), code=1)
         outputs.append(out[:len(chunk)])
     return np.concatenate(outputs, axis=0)
@@ -833,6 +861,9 @@ def run(args):
     log("runtime {}, model {}, sample {} images of {}".format(runtime, model_path, len(images), "x".join(map(str, chw))))
     model = open_model(runtime, model_path, args.batch, chw, args.threads)
     latency, throughput, logits = measure(model, images, args)
+    if logits.ndim == 4:  # segmentation: masks and Dice, no threshold
+        return segmentation_result(args, runtime, model, model_path, sample_path, images, labels, class_names, build,
+                                   latency, throughput, logits)
     if logits.shape[1] < 2 or labels.max() >= logits.shape[1] or labels.min() < 0:
         raise RunnerError("sample labels range {}..{} but the model has {} output(s); the runner expects one logit per "
                           "class: use the sample.npz of the same bundle".format(labels.min(), labels.max(), logits.shape[1]))
@@ -858,6 +889,41 @@ def run(args):
     })
 
 
+def segmentation_result(args, runtime, model, model_path, sample_path, images, masks, class_names, build, latency,
+                        throughput, logits):
+    """The JSON document of a segmentation model: latency, mean Dice on the sample, and the predicted masks
+    written to --masks-out (default: masks.npz beside --out)."""
+    if masks.ndim != 3:
+        raise RunnerError("the model outputs per-pixel logits but the sample holds labels, not masks: use the "
+                          "sample.npz of the same bundle")
+    if masks.max() >= logits.shape[1] or masks.min() < 0:
+        raise RunnerError("sample masks range {}..{} but the model has {} class(es)".format(
+            masks.min(), masks.max(), logits.shape[1]))
+    pred, metrics = segmentation_metrics(logits, masks)
+    log("mean Dice {:.4f} on {} sample images".format(metrics["mean_dice"], len(images)))
+    out_masks = args.masks_out or (os.path.join(os.path.dirname(os.path.abspath(args.out)), "masks.npz")
+                                   if args.out else None)
+    if out_masks:
+        np.savez_compressed(out_masks, masks=pred)
+        log("wrote predicted masks to " + out_masks)
+    runtime_info = dict(model.info)
+    if args.threads:
+        runtime_info["threads"] = args.threads
+    if build:
+        runtime_info["engine_build"] = build
+        runtime_info["precision"] = build["precision"]
+    return json_safe({
+        "runner_version": RUNNER_VERSION, "measured_on": "device", "task": "segmentation",
+        "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "device": device_info(), "runtime": runtime_info,
+        "model": {"path": os.path.abspath(model_path), "sha256": sha256_file(model_path)}, "batch": args.batch,
+        "latency_ms": latency, "throughput_ips": throughput, "iterations": args.iterations, "warmup": args.warmup,
+        "sample": {"path": os.path.abspath(sample_path), "n": int(len(images)), "class_names": class_names},
+        "masks": os.path.abspath(out_masks) if out_masks else None,
+        "metrics": metrics,
+    })
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Benchmark one model on this device: latency, accuracy and ROC AUC on "
                                             "the bundle's sample; prints one JSON document on stdout.")
@@ -878,6 +944,8 @@ def parse_args(argv=None):
                    help="TensorRT engine build without build_engine.sh: auto = fp16 where fast, int8 when the ONNX has Q/DQ")
     p.add_argument("--workspace-mb", type=int, default=512, help="TensorRT builder workspace in MiB (default 512)")
     p.add_argument("--out", default=None, help="also write the JSON document to this file")
+    p.add_argument("--masks-out", default=None,
+                   help="segmentation: write the predicted masks (N x H x W uint8) here (default: masks.npz beside --out)")
     return p.parse_args(argv)
 
 

@@ -106,6 +106,12 @@ class Augmenter:
         return Mixed(x.contiguous(), partner, lam)
 
 
+    def view(self, images: torch.Tensor, labels: torch.Tensor, seed: int):
+        """(images, labels, partner labels, weight of the own label) of one seeded view of a batch."""
+        mixed = self(images, seed)
+        return mixed.images, labels, labels[mixed.partner], mixed.lam, mixed.partner
+
+
 def medical_ops(flips: bool) -> list[torch.nn.Module]:
     """The "medical" policy's kornia ops, in order (classification views and segmentation pairs alike)."""
     import kornia.augmentation as K

@@ -25,10 +25,10 @@ RECOVERY_SHARE = 0.30  # the recovery after the last pruning step
 QAT_SHARE = 0.10  # quantization-aware fine-tuning
 
 
-def default_steps(n_train: int, batch_size: int) -> int:
+def default_steps(n_train: int, batch_size: int, min_steps: int = MIN_STEPS) -> int:
     """The distillation budget for ``n_train`` training images (labelled + unlabelled)."""
     per_epoch = max(1, math.ceil(n_train / batch_size))
-    return int(min(MAX_STEPS, max(MIN_STEPS, EPOCHS_EQUIVALENT * per_epoch)))
+    return int(min(MAX_STEPS, max(min_steps, EPOCHS_EQUIVALENT * per_epoch)))
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class Budget:
     batch_size: int
     n_train: int
     derived: bool  # True: from the data size; False: --max-steps
+    min_steps: int = MIN_STEPS  # the smallest derived budget (the task's)
 
     def to_dict(self) -> dict:
         per_epoch = max(1, math.ceil(self.n_train / self.batch_size))
@@ -49,23 +50,23 @@ class Budget:
                 "prune_recovery_steps": self.recovery, "qat_steps": self.qat, "batch_size": self.batch_size,
                 "train_images": self.n_train, "distill_epochs_equivalent": round(self.distill / per_epoch, 1),
                 "source": "derived from the train-set size" if self.derived else "--max-steps",
-                "rule": f"max({MIN_STEPS}, {EPOCHS_EQUIVALENT} epochs) capped at {MAX_STEPS}; fine-tune "
+                "rule": f"max({self.min_steps}, {EPOCHS_EQUIVALENT} epochs) capped at {MAX_STEPS}; fine-tune "
                         f"{FINETUNE_SHARE:.0%}, recovery {RECOVERY_SHARE:.0%}, QAT {QAT_SHARE:.0%} of it"}
 
 
 def plan(n_train: int, batch_size: int, max_steps: int | None, *, finetune: int | None = None,
-         recovery: int | None = None, qat: int | None = None) -> Budget:
+         recovery: int | None = None, qat: int | None = None, min_steps: int = MIN_STEPS) -> Budget:
     """Every stage's steps: explicit values win, the rest are shares of the distillation budget."""
     check_steps(max_steps, "--max-steps", allow_zero=False)
     for v, name in ((finetune, "prune fine-tune steps"), (recovery, "prune recovery steps"), (qat, "QAT steps")):
         check_steps(v, name, allow_zero=True)
-    total = default_steps(n_train, batch_size) if max_steps is None else int(max_steps)
+    total = default_steps(n_train, batch_size, min_steps) if max_steps is None else int(max_steps)
 
     def share(explicit: int | None, s: float) -> int:
         return int(explicit) if explicit is not None else max(1, round(s * total))
 
     return Budget(total, share(finetune, FINETUNE_SHARE), share(recovery, RECOVERY_SHARE), share(qat, QAT_SHARE),
-                  batch_size, n_train, max_steps is None)
+                  batch_size, n_train, max_steps is None, min_steps)
 
 
 def check_steps(v: int | None, name: str, *, allow_zero: bool) -> None:

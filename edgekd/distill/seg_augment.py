@@ -82,3 +82,9 @@ class SegAugmenter:
             pix, warped = self._pipe(pix, masks[:, None].float())
             x = ((pix.clamp(0.0, 1.0) - mean) / std).to(images.dtype)
         return x.contiguous(), warped[:, 0].round().to(masks.dtype).contiguous()
+
+    def view(self, images: torch.Tensor, masks: torch.Tensor, seed: int):
+        """(images, masks, masks, ones, identity): the classification view's shape, for the training loop."""
+        x, m = self(images, masks, seed)
+        n = images.shape[0]
+        return x, m, m, torch.ones(n, dtype=torch.float32), torch.arange(n)

@@ -13,6 +13,9 @@ Three modes, one interface (:meth:`TeacherSignal.batch`):
 * **plain**: no augmentation (``--augment none``): the clean images and the teacher's logits on them.
 
 Unlabelled images (``--unlabelled``) join the pool with label ``-1``: they get soft targets only.
+Segmentation uses the same three modes: the pool's labels are masks (N×H×W, an unlabelled image's
+mask all ``-1``), a view moves the mask with the image, and a cached view stores its mask and the
+teacher's per-pixel logits (float16, to halve the cache) beside its pixels.
 """
 from __future__ import annotations
 
@@ -47,8 +50,8 @@ def check_teacher_mode(mode: str, views: int | None) -> None:
 @dataclass
 class Batch:
     images: torch.Tensor  # N×C×H×W, what the student and the teacher both saw
-    teacher: torch.Tensor  # N×K teacher logits on exactly those images
-    labels: torch.Tensor  # N int64, -1 for unlabelled images
+    teacher: torch.Tensor  # N×K teacher logits on exactly those images (N×K×H×W for segmentation)
+    labels: torch.Tensor  # N int64, -1 for unlabelled images (segmentation: N×H×W masks of the view)
     partner_labels: torch.Tensor  # N int64: label of the image mixed in (= labels when not mixed)
     lam: torch.Tensor  # N float32: weight of the image's own label
     features: torch.Tensor | None = None  # the teacher's last feature map on those images (--feature-kd)
@@ -68,7 +71,8 @@ class Pool:
         if unlabelled is None or len(unlabelled) == 0:
             return cls(train_images, train_labels.long(), len(train_labels))
         images = torch.cat([train_images, unlabelled.to(train_images.dtype)])
-        labels = torch.cat([train_labels.long(), torch.full((len(unlabelled),), -1, dtype=torch.long)])
+        none = torch.full((len(unlabelled), *train_labels.shape[1:]), -1, dtype=torch.long)  # masks: all -1
+        labels = torch.cat([train_labels.long(), none])
         return cls(images, labels, len(train_labels))
 
     def __len__(self) -> int:
@@ -89,6 +93,7 @@ class TeacherSignal:
     view_logits: np.ndarray | None = None  # cached: V×N×K
     view_partner: np.ndarray | None = None  # cached: V×N global index of the image mixed in
     view_lam: np.ndarray | None = None  # cached: V×N
+    view_masks: np.ndarray | None = None  # cached segmentation: V×N×H×W int16 masks of each view
     mean: torch.Tensor | None = None  # 1×C×1×1, to turn stored pixels back into model inputs
     std: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
@@ -105,6 +110,7 @@ class TeacherSignal:
         """Cached mode: the views, their teacher logits and mixing records (from make_views or load_views)."""
         self.views, self.view_logits = arrays["views"], arrays["view_logits"]
         self.view_partner, self.view_lam = arrays["view_partner"], arrays["view_lam"]
+        self.view_masks = arrays.get("view_masks")
 
     @property
     def train(self) -> torch.Tensor:
@@ -117,15 +123,15 @@ class TeacherSignal:
         if self.mode == "plain":
             return Batch(self.pool.images[idx], self.clean[idx], labels, labels, torch.ones(len(idx)))
         if self.mode == "online":
-            mixed = self.augmenter(self.pool.images[idx], seed)
+            images, labels, partner_labels, lam, _ = self.augmenter.view(self.pool.images[idx], labels, seed)
             feats = None
             with torch.no_grad():
                 if self.feature_module is not None:
-                    feats = self.feature_module.forward_features(mixed.images)
+                    feats = self.feature_module.forward_features(images)
                     t = self.feature_module.forward_head(feats).float()
                 else:
-                    t = self.teacher(mixed.images).float()
-            return Batch(mixed.images, t, labels, labels[mixed.partner], mixed.lam, feats)
+                    t = self.teacher(images).float()
+            return Batch(images, t, labels, partner_labels, lam, feats)
         g = torch.Generator().manual_seed(seed)
         v = torch.randint(self.views.shape[0], (len(idx),), generator=g).numpy()
         i = idx.numpy()
@@ -134,11 +140,17 @@ class TeacherSignal:
         t = torch.from_numpy(np.asarray(self.view_logits[v, i])).float()
         partner = torch.from_numpy(np.asarray(self.view_partner[v, i])).long()
         lam = torch.from_numpy(np.asarray(self.view_lam[v, i])).float()
+        if self.view_masks is not None:  # segmentation: the view's own masks
+            masks = torch.from_numpy(np.asarray(self.view_masks[v, i])).long()
+            return Batch(images, t, masks, masks, lam)
         return Batch(images, t, labels, self.pool.labels[partner], lam)
 
 
 def cached_view_count(n_pool: int, steps: int, batch_size: int, image_bytes: int, requested: int | None) -> int:
-    """Views per image for the cache: each seen ~PASSES_PER_VIEW times over the budget, within the byte cap."""
+    """Views per image for the cache: each seen ~PASSES_PER_VIEW times over the budget, within the byte cap.
+
+    ``image_bytes``: what one view of one image costs in the cache (pixels; for segmentation also its
+    mask and the teacher's per-pixel logits)."""
     if requested is not None:
         v = requested
     else:
@@ -205,27 +217,44 @@ def make_views(pool: Pool, teacher: Teacher, augmenter: Augmenter, views: int, s
 
     n = len(pool)
     c, h, w = pool.images.shape[1:]
+    masks = pool.labels.ndim == 3  # segmentation: each view keeps its own mask
     pix = np.empty((views, n, c, h, w), dtype=np.uint8)
     partner = np.empty((views, n), dtype=np.int64)
     lam = np.empty((views, n), dtype=np.float32)
+    view_masks = np.empty((views, n, h, w), dtype=np.int16) if masks else None
     logits = None
     jobs = [(v, s) for v in range(views) for s in range(0, n, CHUNK)]
     for v, s in track(jobs, f"teacher on {views} augmented views", total=len(jobs)):
         e = min(n, s + CHUNK)
-        mixed = augmenter(pool.images[s:e], seed=_view_seed(seed, v, s))
-        q = ((mixed.images * std + mean).clamp(0, 1) * 255.0).round().to(torch.uint8)
+        images, labels, _, w8, mixed_with = augmenter.view(pool.images[s:e], pool.labels[s:e], _view_seed(seed, v, s))
+        q = ((images * std + mean).clamp(0, 1) * 255.0).round().to(torch.uint8)
         x = (q.float() / 255.0 - mean) / std  # what the student will see: the stored 8-bit view
-        t = teacher(x).float().numpy()
-        if logits is None:
-            logits = np.empty((views, n, t.shape[1]), dtype=np.float32)
+        t = _batched(teacher, x).float().numpy()
+        if logits is None:  # per-pixel logits are stored as float16: half the cache, ample for soft targets
+            logits = np.empty((views, n, *t.shape[1:]), dtype=np.float16 if masks else np.float32)
         pix[v, s:e], logits[v, s:e] = q.numpy(), t
-        partner[v, s:e], lam[v, s:e] = mixed.partner.numpy() + s, mixed.lam.numpy()
-    return {"views": pix, "view_logits": logits, "view_partner": partner, "view_lam": lam}
+        partner[v, s:e], lam[v, s:e] = mixed_with.numpy() + s, w8.numpy()
+        if view_masks is not None:
+            view_masks[v, s:e] = labels.numpy()
+    out = {"views": pix, "view_logits": logits, "view_partner": partner, "view_lam": lam}
+    if view_masks is not None:
+        out["view_masks"] = view_masks
+    return out
+
+
+def _batched(teacher: Teacher, x: torch.Tensor, limit: int = 1 << 24) -> torch.Tensor:
+    """The teacher on ``x`` in pieces whose outputs stay under ``limit`` values (per-pixel logits are big)."""
+    per = max(1, int(np.prod(x.shape[2:])) if x.ndim == 4 else 1)
+    step = max(1, min(len(x), limit // (per * 8)))
+    return torch.cat([teacher(x[i:i + step]) for i in range(0, len(x), step)]) if len(x) > step else teacher(x)
+
+
+VIEW_ARRAYS = ("views", "view_logits", "view_partner", "view_lam")
 
 
 def load_views(folder: Path) -> dict[str, np.ndarray]:
-    return {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-            for name in ("views", "view_logits", "view_partner", "view_lam")}
+    names = VIEW_ARRAYS + (("view_masks",) if (folder / "view_masks.npy").exists() else ())
+    return {name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in names}
 
 
 def _view_seed(seed: int, view: int, start: int) -> int:

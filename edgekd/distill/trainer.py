@@ -6,7 +6,9 @@ augmented views (:mod:`edgekd.distill.source`: the teacher answers for exactly t
 student sees). Every ``steps / evaluations`` steps the student is scored on val by its KL
 divergence to the teacher (stable on 80 images, where AUC moves in steps of 1/(P·N)) and its val
 AUC; the checkpoint kept is the one closest to the teacher among those trained for at least
-``min_fraction`` of the budget, with AUC as a guard. The same loop fine-tunes a pruned student
+``min_fraction`` of the budget, with AUC as a guard. Segmentation goes through the same loop: the
+data set says its task, and :mod:`edgekd.distill.objective` says what differs (the per-pixel
+loss, Dice instead of AUC, masks that move with the view). The same loop fine-tunes a pruned student
 and an NNCF-quantized one (QAT): it only needs ``forward``, ``parameters`` and
 ``state_dict``/``load_state_dict``, which NNCF's quantized torch models keep.
 """
@@ -19,31 +21,40 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from .._progress import track
 from ..config import DistillConfig
 from ..data._base import Dataset
 from ..errors import DataError, InputError, TeacherError
-from ..metrics.classification import roc_auc
 from ..models.predict import device_of, predict_logits  # noqa: F401 (predict_logits re-exported)
-from .loss import check_kd_params, kd_loss_mixed
+from .loss import check_kd_params
+from .objective import Objective, objective_for
 from .schedule import check_steps, lr_factor
 from .source import TeacherSignal, step_seed
 
-AUC_GUARD = 0.01  # a checkpoint more than this below the best val AUC among the eligible ones is not kept
+AUC_GUARD = 0.01  # a checkpoint more than this below the best val score (AUC, Dice) of the eligible ones is not kept
 
 
 @dataclass
 class DistillResult:
     model: torch.nn.Module  # the selected checkpoint's weights, in eval mode
-    best_val_auc: float  # val AUC of the returned model
+    best_val_score: float  # val score (AUC; Dice for segmentation) of the returned model
     steps_run: int  # optimizer steps trained (fewer than asked when early stopping fired)
-    history: list[dict]  # per evaluation: {"step", "loss", "val_kl", "val_auc", "lr", "seconds"}
-    initial_val_auc: float = float("nan")  # val AUC before training (a fine-tune's start is a candidate too)
+    history: list[dict]  # per evaluation: {"step", "loss", "val_kl", "val_auc" (or "val_dice"), "lr", "seconds"}
+    initial_val_score: float = float("nan")  # val score before training (a fine-tune's start is a candidate too)
     best_step: int = 0  # the step of the returned checkpoint
     val_kl: float = float("nan")  # its KL divergence to the teacher on val (T = 1)
     steps_planned: int = 0
+    metric: str = "auc"  # what the val score is: "auc" | "dice"
+
+    @property
+    def best_val_auc(self) -> float:
+        """The val score under its classification name (AUC); for segmentation it is the val Dice."""
+        return self.best_val_score
+
+    @property
+    def initial_val_auc(self) -> float:
+        return self.initial_val_score
 
 
 def distill(
@@ -68,18 +79,21 @@ def distill(
     (weight ``cfg.feature_kd``) when the signal carries the teacher's features (online mode).
     """
     lr = cfg.lr if lr is None else lr
+    obj = objective_for(data)
+    key = f"val_{obj.metric}"
     _check_args(cfg, steps, lr)
-    _check_data(data, signal)
+    bs = obj.batch_of(cfg)
+    _check_data(data, signal, obj)
     device = device_of(student)
-    _check_student_outputs(student, data.train.images[:2].to(device), data.num_classes)
+    _check_student_outputs(student, data.train.images[:2].to(device), data.num_classes, obj)
     t_val = signal.val.float()
 
-    kl0, auc0 = _evaluate(student, data, t_val, cfg.batch_size)
-    history: list[dict] = [{"step": 0, "loss": None, "val_kl": kl0, "val_auc": auc0, "lr": 0.0, "seconds": 0.0}]
+    kl0, auc0 = _evaluate(student, data, t_val, bs, obj)
+    history: list[dict] = [{"step": 0, "loss": None, "val_kl": kl0, key: auc0, "lr": 0.0, "seconds": 0.0}]
     kept: dict[int, dict] = {0: copy.deepcopy(student.state_dict())} if (keep_start or steps == 0) else {}
     if steps == 0:
         student.eval()
-        return DistillResult(student, auc0, 0, history, auc0, 0, kl0, 0)
+        return DistillResult(student, auc0, 0, history, auc0, 0, kl0, 0, obj.metric)
 
     hint = None
     if features and cfg.feature_kd > 0 and signal.feature_module is not None:
@@ -95,7 +109,7 @@ def distill(
     eval_at = set(range(every, steps + 1, every)) | {steps}
     min_step = int(math.ceil(cfg.min_fraction * steps))
     generator = torch.Generator().manual_seed(seed)
-    order = _Order(len(signal.pool), cfg.batch_size, generator)
+    order = _Order(len(signal.pool), bs, generator)
     student.train()
     total, count, start, stale, best_kl = 0.0, 0, time.perf_counter(), 0, math.inf
     steps_run = 0
@@ -107,8 +121,7 @@ def distill(
             logits = student.forward_head(feats)
         else:
             logits = student(b.images.to(device))
-        loss = kd_loss_mixed(logits, b.teacher.to(device), b.labels.to(device), b.partner_labels.to(device),
-                             b.lam.to(device), temperature=cfg.temperature, alpha=cfg.alpha)
+        loss = obj.loss(logits, b, temperature=cfg.temperature, alpha=cfg.alpha)
         if hint is not None:
             loss = loss + cfg.feature_kd * hint.loss(feats, b.features.to(device))
         if not torch.isfinite(loss):
@@ -123,8 +136,8 @@ def distill(
         total, count = total + float(loss.detach()) * len(idx), count + len(idx)
         if step not in eval_at:
             continue
-        kl, auc = _evaluate(student, data, t_val, cfg.batch_size)
-        history.append({"step": step, "loss": total / max(1, count), "val_kl": kl, "val_auc": auc,
+        kl, auc = _evaluate(student, data, t_val, bs, obj)
+        history.append({"step": step, "loss": total / max(1, count), "val_kl": kl, key: auc,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
         total, count = 0.0, 0
         student.train()
@@ -140,24 +153,26 @@ def distill(
     if not kept:  # stopped (non-finite loss) before the minimum budget: the last sane state
         kept[steps_run] = copy.deepcopy(student.state_dict())
         if history[-1]["step"] != steps_run:
-            kl, auc = _evaluate(student, data, t_val, cfg.batch_size)
-            history.append({"step": steps_run, "loss": None, "val_kl": kl, "val_auc": auc, "lr": 0.0,
+            kl, auc = _evaluate(student, data, t_val, bs, obj)
+            history.append({"step": steps_run, "loss": None, "val_kl": kl, key: auc, "lr": 0.0,
                             "seconds": time.perf_counter() - start})
-    best = select_checkpoint([h for h in history if h["step"] in kept])
+    best = select_checkpoint([h for h in history if h["step"] in kept], key)
     student.load_state_dict(kept[best["step"]])
     student.eval()
-    return DistillResult(student, best["val_auc"], steps_run, history, auc0, best["step"], best["val_kl"], steps)
+    return DistillResult(student, best[key], steps_run, history, auc0, best["step"], best["val_kl"], steps,
+                         obj.metric)
 
 
-def select_checkpoint(evaluations: list[dict]) -> dict:
-    """The evaluation closest to the teacher (lowest val KL) among those within AUC_GUARD of the best val AUC.
+def select_checkpoint(evaluations: list[dict], key: str = "val_auc") -> dict:
+    """The evaluation closest to the teacher (lowest val KL) among those within AUC_GUARD of the best val score.
 
     KL to the teacher over all val images is a smooth, stable criterion on a small val split; AUC on
-    80 images moves in coarse steps, so it only guards against a checkpoint that ranks cases worse.
+    80 images moves in coarse steps, so it only guards against a checkpoint that ranks cases worse
+    (``key``: ``val_auc``, or ``val_dice`` for segmentation).
     """
-    aucs = [h["val_auc"] for h in evaluations if not math.isnan(h["val_auc"])]
+    aucs = [h[key] for h in evaluations if not math.isnan(h[key])]
     floor = (max(aucs) - AUC_GUARD) if aucs else -math.inf
-    ok = [h for h in evaluations if math.isnan(h["val_auc"]) or h["val_auc"] >= floor] or evaluations
+    ok = [h for h in evaluations if math.isnan(h[key]) or h[key] >= floor] or evaluations
     return min(ok, key=lambda h: (h["val_kl"], -h["step"]))
 
 
@@ -175,11 +190,16 @@ class _Order:
         return self._queue.pop(0)
 
 
-def _evaluate(model: torch.nn.Module, data: Dataset, teacher_val: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """(KL(teacher ‖ student) at T = 1, averaged over val; val ROC AUC)."""
-    logits = predict_logits(model, data.val.images, max(batch_size, 256))
-    kl = F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher_val, 1), reduction="batchmean", log_target=True)
-    return float(kl), roc_auc(logits.numpy(), data.val.labels.numpy())
+def _evaluate(model: torch.nn.Module, data: Dataset, teacher_val: torch.Tensor, batch_size: int,
+              obj: Objective) -> tuple[float, float]:
+    """(KL(teacher ‖ student) at T = 1, averaged over val images or pixels; the val score: ROC AUC or mean Dice)."""
+    logits = predict_logits(model, data.val.images, max(batch_size, 256 if logits_per_image(data) == 1 else 32))
+    return obj.kl(logits, teacher_val), obj.score(logits, obj.targets(data.val), data.num_classes)
+
+
+def logits_per_image(data) -> int:
+    """How many logit vectors one image gives (1; H·W for segmentation): sizes inference batches."""
+    return int(data.image_size[0] * data.image_size[1]) if objective_for(data).task == "segmentation" else 1
 
 
 def _batch_slices(n: int, batch_size: int) -> list[slice]:
@@ -209,7 +229,8 @@ def _check_args(cfg: DistillConfig, steps: int | None, lr: float) -> None:
         raise InputError(f"learning rate must be a number >= 0, got {lr!r}: try 3e-3 (1e-4 for QAT)")
     if not isinstance(cfg.patience, int) or isinstance(cfg.patience, bool) or cfg.patience < 1:
         raise InputError(f"early-stopping patience must be an integer >= 1 (evaluations), got {cfg.patience!r}")
-    if not isinstance(cfg.batch_size, int) or isinstance(cfg.batch_size, bool) or cfg.batch_size < 2:
+    if cfg.batch_size is not None and (not isinstance(cfg.batch_size, int) or isinstance(cfg.batch_size, bool)
+                                       or cfg.batch_size < 2):
         raise InputError(f"batch size must be an integer >= 2, got {cfg.batch_size!r}")
     if not isinstance(cfg.weight_decay, (int, float)) or cfg.weight_decay < 0:
         raise InputError(f"weight decay must be >= 0, got {cfg.weight_decay!r}")
@@ -220,32 +241,22 @@ def _check_args(cfg: DistillConfig, steps: int | None, lr: float) -> None:
         raise InputError(f"val evaluations per training run must be an integer >= 1, got {cfg.evaluations!r}")
 
 
-def _check_data(data: Dataset, signal: TeacherSignal) -> None:
-    n_train, n_val, k = len(data.train), len(data.val), data.num_classes
+def _check_data(data: Dataset, signal: TeacherSignal, obj: Objective) -> None:
+    n_train, n_val = len(data.train), len(data.val)
     if n_train < 2:
         raise DataError(f"the train split has {n_train} sample(s); distillation needs at least 2")
-    if data.train.labels.unique().numel() < 2:
-        raise DataError("the train split has samples of only one class: a classifier needs at least two "
-                        "(is the split sorted by class and cut with --max-samples?)")
-    if data.val.labels.unique().numel() < 2:
-        raise DataError("the val split needs samples of at least two classes to compute ROC AUC "
-                        "for checkpoint selection: give a larger or stratified val split")
+    obj.check_targets(data)
     if signal.pool.labelled != n_train:
         raise TeacherError(f"the teacher signal was built on {signal.pool.labelled} labelled images, the train split "
                            f"has {n_train}: rebuild it on this dataset (same split, same order)")
     for name, t, n in (("train", signal.clean, len(signal.pool)), ("val", signal.val, n_val)):
-        if tuple(t.shape) != (n, k):
-            raise TeacherError(f"teacher logits for {name} have shape {tuple(t.shape)}, expected ({n}, {k}): "
-                               "recompute them on this dataset (same split, same order)")
+        obj.check_teacher_logits(name, t, n, data)
 
 
-def _check_student_outputs(student: torch.nn.Module, x: torch.Tensor, k: int) -> None:
+def _check_student_outputs(student: torch.nn.Module, x: torch.Tensor, k: int, obj: Objective) -> None:
     was_training = student.training
     student.eval()
     with torch.no_grad():
         out = student(x)
     student.train(was_training)
-    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != k:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise InputError(f"the student outputs {shape} for a batch of {len(x)}, expected N×{k} logits: "
-                         f"create it with num_classes={k}")
+    obj.check_outputs(out, x, k)

@@ -68,7 +68,8 @@ def check_model_file(path: str | os.PathLike, suffixes: tuple[str, ...], backend
 
 
 def predict_batched(runner: Runner, images: np.ndarray, batch_size: int = 64, *, desc: str = "predict") -> np.ndarray:
-    """Logits of ``runner`` on every image, run ``batch_size`` images at a time (float32 N×K)."""
+    """Logits of ``runner`` on every image, run ``batch_size`` images at a time (float32 N×K, or N×K×H×W
+    for a segmentation model: its output keeps the input's H×W)."""
     images = as_batch(images)
     if len(images) == 0:
         raise InputError("predict_batched got no images")
@@ -79,10 +80,10 @@ def predict_batched(runner: Runner, images: np.ndarray, batch_size: int = 64, *,
     for start in track(starts, f"{desc} ({runner.backend})", total=len(starts)):
         batch = images[start:start + batch_size]
         out = np.asarray(runner(batch))
-        if out.ndim != 2 or out.shape[0] != len(batch):
+        if out.shape[:1] != (len(batch),) or (out.ndim != 2 and (out.ndim != 4 or out.shape[2:] != batch.shape[2:])):
             raise LoweringError(
                 f"{runner.backend} runner returned shape {tuple(out.shape)} for a batch of {len(batch)}; "
-                f"the model must output N×K logits"
+                f"the model must output N×K logits (N×K×H×W for segmentation)"
             )
         chunks.append(out.astype(np.float32, copy=False))
     return np.concatenate(chunks, axis=0)

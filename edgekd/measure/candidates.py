@@ -28,7 +28,7 @@ class Candidate:
     macs: int | None = None
     agreement: Any = None  # edgekd.lower.validate.Agreement, for lowered models
     source: str | None = None  # name of the candidate this one was lowered from
-    metrics: Metrics | None = None
+    metrics: Metrics | None = None  # classification Metrics; segmentation edgekd.tasks.segmentation.SegScores
     latency: Any = None  # edgekd.measure.latency.Latency, batch 1
     latency_batch: Any = None  # the same at the target profile's batch (None when that is 1)
     memory: Any = None  # edgekd.measure.memory.SessionMemory (ONNX Runtime / OpenVINO sessions)
@@ -87,6 +87,7 @@ def measure(
     logits_cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     reference: Metrics | None = None,
     seed: int = 0,
+    evaluate: Any = None,
 ) -> None:
     """Fill in the candidate's clinical metrics (threshold from val, figures on test), latency at
     batch 1 and at ``batch`` (when > 1), and its session's peak memory.
@@ -94,6 +95,8 @@ def measure(
     ``reference`` is the teacher's metrics (None while measuring the teacher itself): with
     ``cfg.operating_point == "teacher-sensitivity"`` this candidate's val threshold is the one
     reaching the teacher's val sensitivity (see edgekd.metrics.classification).
+    ``evaluate(cand, val_logits, test_logits)``: the task's metrics instead (segmentation: Dice,
+    IoU, HD95; :meth:`edgekd.tasks.Task.evaluate`).
     """
     from ..lower._base import predict_batched
 
@@ -104,9 +107,12 @@ def measure(
         test_logits = predict_batched(cand.runner, test[0])
         if logits_cache is not None:
             logits_cache[cand.name] = (val_logits, test_logits)
-    target = reference.val_sensitivity if reference is not None and reference is not cand.metrics else None
-    cand.metrics = evaluate_logits(test_logits, test[1], val_logits, val[1], operating_point=cfg.operating_point,
-                                   target_sensitivity=target, resamples=cfg.bootstrap_resamples, seed=seed)
+    if evaluate is not None:
+        cand.metrics = evaluate(cand, val_logits, test_logits)
+    else:
+        target = reference.val_sensitivity if reference is not None and reference is not cand.metrics else None
+        cand.metrics = evaluate_logits(test_logits, test[1], val_logits, val[1], operating_point=cfg.operating_point,
+                                       target_sensitivity=target, resamples=cfg.bootstrap_resamples, seed=seed)
     if not cand.timed:
         return
     from .latency import time_candidate

@@ -23,21 +23,26 @@ class BenchmarkStage(Stage):
         from ..report.build import build_report
         from ..report.html import write_html
         from ..report.writer import write_report
-        from ..ship import choose_shipped, teacher_reference
-        from ..targets import shipping_budget
+        from ..ship import teacher_reference
 
         cfg, inp, cands = run.cfg, run.inp, run.candidates
-        data, profile = inp.data, inp.profile
-        val, test = _arrays(data.val), _arrays(data.test)
+        data, profile, task = inp.data, inp.profile, inp.task
+        val, test = _arrays(data.val, task), _arrays(data.test, task)
         teacher = teacher_reference(cands)
         batch = cfg.bench.batch or profile.batch
-        measure(teacher, val, test, cfg.bench, inp.threads, reference=None, seed=cfg.seed, batch=batch)
+
+        def evaluate(reference):
+            return lambda c, val_logits, test_logits: task.evaluate(c, val_logits, val[1], test_logits, test[1], cfg,
+                                                                    reference, data.num_classes, cfg.seed)
+
+        measure(teacher, val, test, cfg.bench, inp.threads, reference=None, seed=cfg.seed, batch=batch,
+                evaluate=evaluate(None))
         for c in cands:
             if c is not teacher:
-                measure(c, val, test, cfg.bench, inp.threads, reference=teacher.metrics, seed=cfg.seed, batch=batch)
-        budget = shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop)
-        shipped, ship_info = choose_shipped(cands, profile, teacher.metrics, budget.max_auc_drop,
-                                            max_sensitivity_drop=budget.max_sensitivity_drop)
+                measure(c, val, test, cfg.bench, inp.threads, reference=teacher.metrics, seed=cfg.seed, batch=batch,
+                        evaluate=evaluate(teacher.metrics))
+        budget = task.budget(profile, cfg)
+        shipped, ship_info = task.choose(cands, profile, teacher.metrics, budget)
         ship_info["budget_source"] = budget.source
         ship_info["teacher_candidate"] = teacher.name
         report = build_report(cfg, inp, cands, shipped, ship_info, run.stages, run.work, run.elapsed())
@@ -46,7 +51,7 @@ class BenchmarkStage(Stage):
             from ..bundle import bundle_entry, write_bundle
 
             shipped_d = next(c for c in report["candidates"] if c["name"] == shipped.name)
-            bundle = write_bundle(run.work, shipped_d, data, profile, cfg.seed)
+            bundle = write_bundle(run.work, shipped_d, data, profile, cfg.seed, task)
             report["bundle"] = bundle_entry(bundle, archive=cfg.archive)
         write_report(report, run.work)
         write_html(report, run.work, data)
@@ -57,5 +62,6 @@ class BenchmarkStage(Stage):
         run.shipped, run.report, run.ship_info = shipped, report, ship_info
 
 
-def _arrays(split) -> tuple[np.ndarray, np.ndarray]:
-    return split.images.numpy().astype(np.float32, copy=False), split.labels.numpy()
+def _arrays(split, task) -> tuple[np.ndarray, np.ndarray]:
+    """(images, targets: labels or masks) of one split, as numpy."""
+    return split.images.numpy().astype(np.float32, copy=False), task.targets(split)

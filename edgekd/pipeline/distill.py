@@ -19,7 +19,7 @@ class DistillStage(Stage):
 
     def announce(self, run: Run) -> str:
         cfg = run.cfg.distill
-        return (f"{run.inp.student}: {run.budget.distill} steps of {cfg.batch_size} ({run.signal.mode} teacher, "
+        return (f"{run.inp.student}: {run.budget.distill} steps of {run.budget.batch_size} ({run.signal.mode} teacher, "
                 f"T={cfg.temperature}, alpha={cfg.alpha})")
 
     def key(self, run: Run) -> str:
@@ -62,7 +62,7 @@ class DistillStage(Stage):
         else:
             torch.save(state_of(res.model), folder / "student.pt")
         return {**info, "steps_planned": steps, "steps_run": res.steps_run, "best_step": res.best_step,
-                "best_val_auc": res.best_val_auc, "val_kl": res.val_kl, "history": res.history}
+                f"best_val_{res.metric}": res.best_val_score, "val_kl": res.val_kl, "history": res.history}
 
     def load(self, run: Run, entry) -> None:
         from ..lower.torch import TorchRunner

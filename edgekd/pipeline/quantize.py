@@ -69,7 +69,7 @@ class QuantizeStage(Stage):
             res = quantize_qat(ptq, run.inp.data, run.signal, cfg.quant, cfg.distill, steps=qat_steps,
                                seed=cfg.seed)  # trains ptq in place
             _save_quantized(res.model, probe, folder / "qat.pt")
-            info.update(best_val_auc=res.best_val_auc, best_step=res.best_step, steps_run=res.steps_run,
+            info.update({f"best_val_{res.metric}": res.best_val_score}, best_step=res.best_step, steps_run=res.steps_run,
                         history=res.history)
         return info
 

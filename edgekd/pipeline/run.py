@@ -58,11 +58,11 @@ class Run:
 
         self.data_key = fingerprint_data(self.inp.data)
         t = self.inp.teacher
-        self.teacher_key = digest(t.format, t.spec if str(t.spec).startswith("timm:") else None, t.sha256)
-        cfg = self.cfg
+        self.teacher_key = digest(t.format, t.spec if str(t.spec).startswith(("timm:", "smp:")) else None, t.sha256)
+        cfg, obj = self.cfg, self.inp.task.objective
         n_pool = len(self.inp.data.train) + (len(self.inp.unlabelled.images) if self.inp.unlabelled is not None else 0)
-        self.budget = plan(n_pool, cfg.distill.batch_size, cfg.distill.max_steps, finetune=cfg.prune.finetune_steps,
-                           recovery=cfg.prune.recovery_steps, qat=cfg.quant.qat_steps)
+        self.budget = plan(n_pool, obj.batch_of(cfg.distill), cfg.distill.max_steps, finetune=cfg.prune.finetune_steps,
+                           recovery=cfg.prune.recovery_steps, qat=cfg.quant.qat_steps, min_steps=obj.min_steps)
         self.stages["budget"] = self.budget.to_dict()
 
     def elapsed(self) -> float:
@@ -81,14 +81,13 @@ class Run:
         For ``from-teacher`` it is the teacher's unpruned architecture (rebuilt from the teacher):
         the base that the derived and the pruned students' JSON structures are relative to.
         """
-        from ..models import create_student
         from ..prune.derived import FROM_TEACHER, derived_base
 
         if name == FROM_TEACHER:
             if self.inp.derived_base is None:  # deterministic per teacher file: built once
                 self.inp.derived_base = derived_base(self.inp.teacher, self.inp.example)
             return copy.deepcopy(self.inp.derived_base)
-        return create_student(name, self.inp.data.channels, self.inp.data.num_classes, seed=self.cfg.seed)
+        return self.inp.task.create_student(name, self.inp.data.channels, self.inp.data.num_classes, self.cfg.seed)
 
     def starting_student(self, name: str) -> tuple[torch.nn.Module, dict | None]:
         """The student distillation starts from: fresh, or with --student-weights loaded (and what was loaded)."""
@@ -117,15 +116,17 @@ class Run:
 
 
 def fingerprint_data(data) -> str:
-    """sha256 over the preprocessed tensors of every split, labels and class names.
+    """sha256 over the preprocessed tensors of every split, labels (or masks) and class names.
 
     This covers the file, the preprocessing, ``--max-samples`` and the seed that drew the subset:
     whatever changes what the model sees changes the key.
     """
-    h = hashlib.sha256()
+    from ..distill.objective import objective_for
+
+    h, obj = hashlib.sha256(), objective_for(data)
     for split in (data.train, data.val, data.test):
         h.update(np.ascontiguousarray(split.images.numpy()).tobytes())
-        h.update(np.ascontiguousarray(split.labels.numpy()).tobytes())
+        h.update(np.ascontiguousarray(obj.targets(split).numpy()).tobytes())
     h.update(repr((data.class_names, data.channels, tuple(data.image_size))).encode())
     return h.hexdigest()
 

@@ -29,18 +29,20 @@ class TeacherSignalStage(Stage):
         return self._decided
 
     def _decide(self, run: Run):
-        from ..distill.augment import Augmenter
+        from ..distill.objective import objective_for
         from ..distill.source import Pool, cached_view_count, choose_mode
 
         cfg, d, unl = run.cfg.distill, run.inp.data, run.inp.unlabelled
-        pool = Pool.of(d.train.images, d.train.labels, unl.images if unl is not None else None)
-        pre = d.preprocessing
-        aug = Augmenter(cfg.augment, mean=tuple(pre.mean), std=tuple(pre.std), channels=d.channels, flips=cfg.flips,
-                        mixup=cfg.mixup)
-        views = cached_view_count(len(pool), run.budget.distill, cfg.batch_size, int(pool.images[0].numel()),
-                                  cfg.cached_views)
+        obj = objective_for(d)
+        pool = Pool.of(d.train.images, obj.targets(d.train), unl.images if unl is not None else None)
+        aug = obj.augmenter(cfg, d)
+        view_bytes = int(pool.images[0].numel())  # 8-bit pixels; segmentation adds the mask and float16 logits
+        if obj.task == "segmentation":
+            h, w = d.image_size
+            view_bytes += 2 * h * w * (1 + d.num_classes)
+        views = cached_view_count(len(pool), run.budget.distill, run.budget.batch_size, view_bytes, cfg.cached_views)
         mode, why = choose_mode(cfg.teacher_mode, augment=aug.active, n_pool=len(pool), steps=run.budget.distill,
-                                batch_size=cfg.batch_size, views=views, features=cfg.feature_kd > 0)
+                                batch_size=run.budget.batch_size, views=views, features=cfg.feature_kd > 0)
         return pool, aug, views, mode, why
 
     def announce(self, run: Run) -> str:

@@ -107,13 +107,13 @@ def trial_base(teacher: Teacher, example: torch.Tensor, reference: str = REFEREN
     distilling a student barely smaller than the teacher. (A cut that cannot reach the budget
     itself is still taken: derive_student gets as close as it can and says so.)
     """
-    from .pruner import _classifier_of, _prune_copy
+    from ..distill.objective import CLASSIFICATION
+    from .pruner import _prune_copy
 
     example = example[:1].detach().float()
     base = derived_base(teacher, example)
     macs = reference_macs(example, _num_classes(base, example), reference)
-    head = _classifier_of(base)
-    name = next(n for n, m in base.named_modules() if m is head)
+    name = CLASSIFICATION.head_name(base)
     try:
         # two channel trials (MACs are not monotone in the ratio near the top: rounding to multiples
         # of 8 makes Torch-Pruning leave a layer whole rather than cut it to nothing)
@@ -152,7 +152,8 @@ def derive_student(
     teacher's no longer describe what reaches a layer once blocks or channels before it are gone.
     ``base``: :func:`derived_base` of the teacher when the caller already has it (it is not modified).
     """
-    from .pruner import ROUND_TO, _classifier_of, _prune_to
+    from ..distill.objective import CLASSIFICATION
+    from .pruner import ROUND_TO, _prune_to
 
     example = example[:1].detach().float()
     base = _base(teacher, example, base)
@@ -164,8 +165,7 @@ def derive_student(
     n = min(len(val_images), _MAX_SCORE_IMAGES)
     calib = (val_images if train_images is None else train_images)[:_MAX_SCORE_IMAGES]
     model, removed, scores = _remove_blocks(base, val_images[:n], val_teacher_logits[:n], depth, temperature, calib)
-    classifier = _classifier_of(model)
-    classifier_name = next(name for name, m in model.named_modules() if m is classifier)
+    classifier_name = CLASSIFICATION.head_name(model)
     try:
         trial = _prune_to(model, example, macs, classifier_name, "magnitude", None)
     except Exception as exc:  # noqa: BLE001 - Torch-Pruning's tracer on an unusual graph

@@ -20,11 +20,11 @@ import torch
 
 from ..config import DistillConfig, PruneConfig
 from ..data._base import Dataset
-from ..distill.loss import kd_loss
+from ..distill.objective import objective_for
 from ..distill.schedule import check_steps
 from ..distill.source import TeacherSignal
 from ..distill.trainer import distill
-from ..errors import EdgekdError, InputError, did_you_mean
+from ..errors import InputError, did_you_mean
 from ..models.predict import device_of
 from ..models.stats import count_macs, count_params
 
@@ -46,7 +46,7 @@ class PruneResult:
     params_after: int
     macs_before: int  # one forward pass on a 1×C×H×W input
     macs_after: int
-    steps: list[dict]  # per step: {"step", "macs", "params", "val_auc", "target_macs", "channel_ratio"}
+    steps: list[dict]  # per step: {"step", "macs", "params", "val_auc" (or "val_dice"), "target_macs", "channel_ratio"}
     target_macs: int = 0  # (1 − ratio)·macs_before
 
 
@@ -76,6 +76,8 @@ def prune(
     returned model is a new object when pruning happened; the input model is left unchanged.
     """
     _check_config(cfg)
+    obj = objective_for(data)
+    score = f"val_{obj.metric}"
     # the pipeline passes the run's budget; a direct call falls back to the config's counts (or none)
     finetune_steps = (cfg.finetune_steps or 0) if finetune_steps is None else finetune_steps
     recovery_steps = (cfg.recovery_steps or 0) if recovery_steps is None else recovery_steps
@@ -90,18 +92,17 @@ def prune(
     if depth > 0:
         model, step = _prune_depth(model, data, teacher_logits, depth, distill_cfg, seed, finetune_steps)
         steps.append(step)
-    classifier = _classifier_of(model)
-    classifier_name = next(n for n, m in model.named_modules() if m is classifier)
+    classifier_name = obj.head_name(model)
     for k in range(1, cfg.steps + 1 if cfg.ratio > 0 else 1):
         target = int(round(macs0 * (1.0 - cfg.ratio * k / cfg.steps)))
         taylor = cfg.importance == "taylor"
         grads = _taylor_grads(model, data, teacher_logits, distill_cfg, seed + k) if taylor else None
         trial = _prune_to(model, example, target, classifier_name, cfg.importance, grads)
-        _check_outputs(trial.model, example, data.num_classes)
+        obj.check_pruned(trial.model, example, data.num_classes)
         tuned = distill(trial.model, data, teacher_logits, distill_cfg, steps=finetune_steps, seed=seed + k,
                         desc=f"prune {k}/{cfg.steps} fine-tune", keep_start=True)
         model = tuned.model
-        steps.append({"step": k, "macs": trial.macs, "params": count_params(model), "val_auc": tuned.best_val_auc,
+        steps.append({"step": k, "macs": trial.macs, "params": count_params(model), score: tuned.best_val_score,
                       "target_macs": target, "channel_ratio": round(trial.ratio, 4)})
     if recovery_steps > 0:  # the pruned structure is final: recover, as patiently as the budget allows
         recovered = distill(model, data, teacher_logits, distill_cfg, steps=recovery_steps,
@@ -109,7 +110,7 @@ def prune(
         model = recovered.model
         steps[-1]["recovery_steps"] = recovered.steps_run
         steps[-1]["recovery_best_step"] = recovered.best_step
-        steps[-1]["val_auc_after_recovery"] = recovered.best_val_auc
+        steps[-1][f"{score}_after_recovery"] = recovered.best_val_score
     model.eval()
     target = steps[-1].get("target_macs", steps[-1]["macs"])
     return PruneResult(model, params0, count_params(model), macs0, steps[-1]["macs"], steps, target)
@@ -138,12 +139,13 @@ def _prune_depth(model: torch.nn.Module, data: Dataset, teacher_logits: TeacherS
         warnings.warn(f"depth pruning removed {len(dstep.removed)} of {depth} blocks: no other block keeps its "
                       "input's shape", RuntimeWarning, stacklevel=3)
     example = images[:1]
-    _check_outputs(slim, example, data.num_classes)
+    obj = objective_for(data)
+    obj.check_pruned(slim, example, data.num_classes)
     tuned = distill(slim, data, teacher_logits, distill_cfg, steps=finetune_steps, seed=seed,
                     desc="depth prune fine-tune", keep_start=True)
     return tuned.model, {"step": 0, "kind": "depth", "removed_blocks": dstep.removed, "kd_scores": dstep.scores,
                          "macs": count_macs(tuned.model, example), "params": count_params(tuned.model),
-                         "val_auc": tuned.best_val_auc}
+                         f"val_{obj.metric}": tuned.best_val_score}
 
 
 def _prune_to(model: torch.nn.Module, example: torch.Tensor, target: int, classifier_name: str,
@@ -207,41 +209,24 @@ def _taylor_grads(model: torch.nn.Module, data: Dataset, teacher: TeacherSignal,
                   seed: int) -> dict[str, torch.Tensor]:
     """Gradients of the KD loss on one seeded training batch (eval mode: BN statistics untouched)."""
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(data.train), generator=g)[: max(cfg.batch_size, 2)]
+    idx = torch.randperm(len(data.train), generator=g)[: max(objective_for(data).batch_of(cfg), 2)]
     was_training = model.training
     model.eval()
     model.zero_grad(set_to_none=True)
     try:
+        from ..distill.source import Batch
+
         dev = device_of(model)
-        x, t, y = data.train.images[idx].to(dev), teacher.train[idx].float().to(dev), data.train.labels[idx].to(dev)
-        loss = kd_loss(model(x), t, y, temperature=cfg.temperature, alpha=cfg.alpha)
+        obj = objective_for(data)
+        x, y = data.train.images[idx].to(dev), obj.targets(data.train)[idx].to(dev)
+        batch = Batch(x, teacher.train[idx].float().to(dev), y, y, torch.ones(len(idx), device=dev))
+        loss = obj.loss(model(x), batch, temperature=cfg.temperature, alpha=cfg.alpha)
         loss.backward()
         grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
     return grads
-
-
-def _classifier_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The layer that produces the logits: timm's ``get_classifier()``, else the last Linear/Conv."""
-    get = getattr(model, "get_classifier", None)
-    if callable(get):
-        head = get()
-        if isinstance(head, torch.nn.Module) and any(True for _ in head.parameters()):
-            return head
-    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
-    if not layers:
-        raise InputError(f"cannot prune {type(model).__name__}: it has no Linear or Conv2d layer")
-    return layers[-1]
-
-
-def _check_outputs(model: torch.nn.Module, example: torch.Tensor, k: int) -> None:
-    with torch.no_grad():
-        out = model.eval()(example.repeat(2, 1, 1, 1))
-    if out.shape != (2, k):
-        raise EdgekdError(f"pruning changed the model's output to {tuple(out.shape)} (expected (2, {k})): "
-                          "report this model architecture as a bug, or run with --prune-ratio 0")
 
 
 def _check_config(cfg: PruneConfig) -> None:

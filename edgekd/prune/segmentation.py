@@ -35,14 +35,9 @@ def seg_head_name(model: torch.nn.Module) -> str:
 
     smp models: ``segmentation_head.0``; otherwise the last Conv2d of the model.
     """
-    head = getattr(model, "segmentation_head", None)
-    conv = head[0] if isinstance(head, torch.nn.Sequential) and len(head) else head
-    if not isinstance(conv, torch.nn.Conv2d):
-        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-        if not convs:
-            raise InputError(f"cannot prune {type(model).__name__}: it has no Conv2d layer")
-        conv = convs[-1]
-    return next(n for n, m in model.named_modules() if m is conv)
+    from ..distill.objective import SEGMENTATION
+
+    return SEGMENTATION.head_name(model)
 
 
 def seg_taylor_grads(model: torch.nn.Module, images: torch.Tensor, teacher_logits: torch.Tensor,

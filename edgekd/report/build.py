@@ -10,34 +10,32 @@ from ..measure.candidates import Candidate
 from ..ship import speedups
 
 
-def training_section(cfg: CompressConfig, stages: dict) -> dict:
+def training_section(cfg: CompressConfig, stages: dict, metric: str = "AUC") -> dict:
     """How the students were taught: step budgets, the teacher's mode, the augmentation (report.json "training")."""
     teacher = stages.get("teacher", {})
     return {"budget": stages.get("budget"), "teacher_mode": teacher.get("mode"), "teacher_mode_reason": teacher.get("why"),
             "cached_views": teacher.get("views"), "augmentation": teacher.get("augmentation"),
             "unlabelled_images": teacher.get("unlabelled_images", 0), "selection":
             "lowest val KL(teacher ‖ student) among checkpoints after "
-            f"{cfg.distill.min_fraction:.0%} of the budget, within 0.01 of the best val AUC"}
+            f"{cfg.distill.min_fraction:.0%} of the budget, within 0.01 of the best val {metric}"}
 
 
 def build_report(cfg: CompressConfig, inp, cands: list[Candidate], shipped: Candidate | None,
                  ship_info: dict, stages: dict, work: Path, seconds: float) -> dict:
     from ..measure.machine import machine_info
-    from .clinical import clinical_section
     from .precision import precision_notes
     from .writer import SCHEMA_VERSION
 
     d, t = inp.data, inp.teacher
     cand_dicts = [c.to_dict(work) for c in cands]
-    clinical = clinical_section(cands, shipped, d.test.labels.numpy(), cand_dicts, cfg.bench.operating_point,
-                                cfg.bench.bootstrap_resamples, cfg.seed, margin=ship_info["max_auc_drop"])
-    chosen = ship_info.get("chosen")
-    ship_info["non_inferiority"] = clinical["vs_teacher"].get(chosen) if chosen else None
+    task = inp.task
+    section = task.report_section(cands, shipped, ship_info, d, cand_dicts, cfg, work)
     return {
         "schema_version": SCHEMA_VERSION,
         "edgekd_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seed": cfg.seed,
+        "task": task.name,
         "target": inp.profile.to_dict(),
         "teacher": {"spec": t.spec, "path": str(t.path) if t.path else None, "sha256": t.sha256, "format": t.format},
         "dataset": {
@@ -48,12 +46,12 @@ def build_report(cfg: CompressConfig, inp, cands: list[Candidate], shipped: Cand
         "preprocessing": d.preprocessing.to_dict(),
         "machine": machine_info(inp.threads),
         "config": cfg.to_dict(),
-        "training": training_section(cfg, stages),
+        "training": training_section(cfg, stages, task.objective.metric_label),
         "stages": stages,
         "candidates": cand_dicts,
         "shipped": shipped.name if shipped else None,
         "shipping": ship_info,
-        "clinical": clinical,
+        task.section: section,  # "clinical" (classification) or "segmentation"
         "speedups": speedups(cands, shipped),
         "precision_notes": precision_notes(cands, inp.profile, shipped),
         "seconds": seconds,

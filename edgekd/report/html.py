@@ -82,7 +82,8 @@ def candidates_table(report: dict) -> str:
 
 def shipping_banner(report: dict) -> str:
     ship = report["shipping"]
-    budget = (f"budgets: AUC drop ≤ {ship.get('max_auc_drop')}"
+    budget = (f"budget: Dice drop ≤ {ship.get('max_dice_drop')}" if report.get("task") == "segmentation" else
+              f"budgets: AUC drop ≤ {ship.get('max_auc_drop')}"
               + (f", sensitivity drop ≤ {ship['max_sensitivity_drop']}" if ship.get("max_sensitivity_drop") is not None
                  else "") + f" ({', '.join(f'{k}: {v}' for k, v in (ship.get('budget_source') or {}).items())})")
     rejected = ship.get("rejected_for_sensitivity") or []
@@ -99,10 +100,17 @@ def _paired_line(ship: dict) -> str:
     """The chosen model's paired comparison with the teacher, as one line of the banner."""
     from .clinical import non_inferiority_text
 
-    if not ship.get("non_inferiority"):
+    v = ship.get("non_inferiority")
+    if not v:
         return ""
-    return (f'<br><span id="non-inferiority">{escape(ship["chosen"])}: '
-            f'{escape(non_inferiority_text(ship["non_inferiority"]))}</span>')
+    if "dice_diff" in v:  # segmentation
+        from .segmentation import paired_text
+
+        text = paired_text(v)
+    else:
+        text = non_inferiority_text(v)
+    return f'<br><span id="non-inferiority">{escape(ship["chosen"])}: {escape(text)}</span>'
+
 
 
 def clinical_summary(report: dict) -> str:
@@ -227,21 +235,31 @@ def figures(report: dict) -> str:
     ])
 
 
-def render_html(report: dict, test_images: np.ndarray | None = None) -> str:
-    """The whole page. ``test_images``: the preprocessed test split (N×C×H×W) for the thumbnails."""
+def render_html(report: dict, test_images: np.ndarray | None = None, out: Path | None = None) -> str:
+    """The whole page. ``test_images``: the preprocessed test split (N×C×H×W) for the thumbnails; ``out``:
+    the report's folder (a segmentation report embeds its overlays.png)."""
     tgt = report["target"]
     title = f"edgekd report — {tgt['name']}"
-    body = [
+    head = [
         f"<h1>{escape(title)}</h1>",
         f"<p class='muted'>created {escape(report['created'])} · edgekd {escape(report['edgekd_version'])} · "
         f"target {escape(tgt['name'])} ({escape(tgt.get('description') or '')}) · runtime {escape(tgt['runtime'])}</p>",
         shipping_banner(report),
-        "<h2>Candidates (test split)</h2>", candidates_table(report), clinical_summary(report),
-        figures(report),
-        "<h2>Where the shipped model and the teacher disagree</h2>", disagreement_section(report, test_images),
-        per_class_section(report),
-        "<h2>Machine and versions</h2>", machine_section(report),
     ]
+    if report.get("task") == "segmentation":
+        from .segmentation import seg_html
+
+        body = head + [seg_html(report, out), "<h2>Size per candidate</h2>",
+                       _figure(plots.fig_sizes(report), "fig-sizes", "Files on disk (OpenVINO: .xml + .bin)."),
+                       "<h2>Machine and versions</h2>", machine_section(report)]
+    else:
+        body = head + [
+            "<h2>Candidates (test split)</h2>", candidates_table(report), clinical_summary(report),
+            figures(report),
+            "<h2>Where the shipped model and the teacher disagree</h2>", disagreement_section(report, test_images),
+            per_class_section(report),
+            "<h2>Machine and versions</h2>", machine_section(report),
+        ]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>\n")
 
@@ -250,7 +268,7 @@ def write_html(report: dict, out: Path, data: Any | None = None) -> Path:
     """Write ``out/report.html``; ``data`` (an edgekd Dataset) supplies the test images for thumbnails."""
     images = data.test.images.numpy() if data is not None else None
     path = Path(out) / "report.html"
-    write_text_atomic(path, render_html(report, images))
+    write_text_atomic(path, render_html(report, images, Path(out)))
     return path
 
 

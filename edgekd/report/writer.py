@@ -49,13 +49,23 @@ def table_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+def columns_and_rows(report: dict) -> tuple[tuple[str, ...], list[list[str]]]:
+    """The result table of the report's task (classification, or segmentation's Dice table)."""
+    if report.get("task") == "segmentation":
+        from .segmentation import SEG_COLUMNS, seg_table_rows
+
+        return SEG_COLUMNS, seg_table_rows(report)
+    return TABLE_COLUMNS, table_rows(report)
+
+
 def rich_table(report: dict):
     from rich.table import Table
 
     t = Table(title=f"edgekd · target {report['target']['name']} · test split", show_lines=False)
-    for col in TABLE_COLUMNS:
+    cols, rows = columns_and_rows(report)
+    for col in cols:
         t.add_column(col, justify="left" if col in ("candidate", "backend", "precision") else "right")
-    for c, row in zip(report["candidates"], table_rows(report)):
+    for c, row in zip(report["candidates"], rows):
         style = "bold green" if c["name"] == report.get("shipped") else ("dim" if c["role"] == "baseline" else None)
         t.add_row(*row, style=style)
     return t
@@ -85,15 +95,23 @@ def markdown(report: dict) -> str:
         lines.append(f"**Shipped: `{report['shipped']}`** — {ship['reason']}")
     else:
         lines.append(f"**Nothing shipped** — {ship['reason']}")
-    lines += shipping_markdown(ship)
-    lines += ["", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    lines += ["| " + " | ".join(r) + " |" for r in table_rows(report)]
+    seg = report.get("task") == "segmentation"
+    if seg:
+        from .segmentation import seg_shipping_lines
+
+        lines += seg_shipping_lines(ship)
+    else:
+        lines += shipping_markdown(ship)
+    cols, rows = columns_and_rows(report)
+    lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
     rule = ((report.get("clinical") or {}).get("operating_point") or {}).get("rule", "Youden's J")
     lines += [
         "",
-        f"Sensitivity and specificity are at the operating point chosen on val "
-        f"({rule}); AUC, accuracy and "
-        f"latency are on test. Latency: batch 1, {mach['threads']} threads, "
+        ("Dice, IoU and HD95 are on test, val Dice on val (what the choice is made on); "
+         if seg else f"Sensitivity and specificity are at the operating point chosen on val "
+         f"({rule}); AUC, accuracy and ")
+        + f"latency are on test. Latency: batch 1, {mach['threads']} threads, "
         f"{report['config']['bench']['warmup']} warm-up runs then the median/p99 of at least "
         f"{report['config']['bench']['iterations']} timed runs, more until the median is stable "
         f"(benchmarks/README.md, \"Latency method\").",
@@ -105,7 +123,12 @@ def markdown(report: dict) -> str:
     for name, st in report.get("stages", {}).items():
         summary = ", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in st.items() if not isinstance(v, (list, dict)))
         lines.append(f"- **{name}**: {summary}")
-    lines += clinical_markdown(report)
+    if seg:
+        from .segmentation import seg_markdown
+
+        lines += seg_markdown(report)
+    else:
+        lines += clinical_markdown(report)
     lines += device_section(report)
     if report.get("bundle"):
         lines += ["", "## Bundle", "", f"`{report['bundle']['path']}/`: " + ", ".join(report["bundle"]["files"]),

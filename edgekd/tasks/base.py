@@ -1,0 +1,82 @@
+"""The task interface: one small object per task that the pipeline asks where the task matters."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..config import CompressConfig, Preprocessing
+    from ..measure.candidates import Candidate
+    from ..targets import TargetProfile
+
+Log = Callable[[str], None]
+
+
+class Task:
+    """What a task says: its data, teacher, students, training objective, metrics, budgets, report and bundle."""
+
+    name = ""
+    section = ""  # report.json's key for the task's figures: "clinical" | "segmentation"
+    sample_size = 300  # test images in the bundle's sample.npz
+
+    @property
+    def objective(self):
+        """The training loop's half of the task (:mod:`edgekd.distill.objective`)."""
+        raise NotImplementedError
+
+    # inputs -------------------------------------------------------------------------------------
+    def check_settings(self, cfg: CompressConfig) -> None:
+        """Settings this task cannot honour fail before any work, in one line."""
+
+    def load_data(self, cfg: CompressConfig, pre: Preprocessing, log: Log) -> tuple[Any, str, Any]:
+        """(dataset, teacher spec, teacher weights): the user's, or the task's embedded demo."""
+        raise NotImplementedError
+
+    def load_teacher(self, spec: str, weights, cfg: CompressConfig, data) -> Any:
+        """The teacher, loaded and checked against the data (channels, classes, output shape)."""
+        raise NotImplementedError
+
+    def check_student(self, cfg: CompressConfig, profile: TargetProfile, data) -> None:
+        """An unknown student, or --student-weights that do not fit, fail here."""
+
+    def choose_student(self, cfg: CompressConfig, profile: TargetProfile, teacher, example: torch.Tensor,
+                       log: Log) -> tuple[str, torch.nn.Module | None]:
+        raise NotImplementedError
+
+    def create_student(self, name: str, channels: int, num_classes: int, seed: int) -> torch.nn.Module:
+        raise NotImplementedError
+
+    # measurement and shipping ----------------------------------------------------------------------
+    def targets(self, split) -> np.ndarray:
+        return self.objective.targets(split).numpy()
+
+    def evaluate(self, cand: Candidate, val_logits: np.ndarray, val_targets: np.ndarray, test_logits: np.ndarray,
+                 test_targets: np.ndarray, cfg: CompressConfig, reference, num_classes: int, seed: int) -> Any:
+        """The candidate's metrics object (``Candidate.metrics``)."""
+        raise NotImplementedError
+
+    def budget(self, profile: TargetProfile, cfg: CompressConfig):
+        """The shipping budgets (:class:`edgekd.targets.Budget`) of this run."""
+        from ..targets import shipping_budget
+
+        return shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop, cfg.max_dice_drop)
+
+    def choose(self, cands: list[Candidate], profile: TargetProfile, teacher, budget) -> tuple[Any, dict]:
+        """(shipped candidate or None, report.json "shipping"): chosen on val, confirmed on test."""
+        raise NotImplementedError
+
+    # report and bundle ------------------------------------------------------------------------------
+    def report_section(self, cands: list[Candidate], shipped, ship_info: dict, data, cand_dicts: list[dict],
+                       cfg: CompressConfig, work=None) -> dict:
+        raise NotImplementedError
+
+    def sample_arrays(self, split) -> dict[str, np.ndarray]:
+        """What the bundle's sample.npz holds besides the images (labels, or masks)."""
+        raise NotImplementedError
+
+    def labels_json(self, shipped: dict, data) -> dict:
+        """labels.json: what the outputs mean and the decision rule the device runner applies."""
+        raise NotImplementedError

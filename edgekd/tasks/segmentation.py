@@ -1,0 +1,183 @@
+"""Segmentation: N×K×H×W logits, masks, Dice/IoU/HD95, the ``max_dice_drop`` budget, overlays in the report."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import InputError, TeacherError
+from .base import Log, Task
+
+OVERLAYS = 6  # worst test cases of the shipped student shown in the report (image, truth, teacher, student)
+
+
+@dataclass
+class SegScores:
+    """A segmentation candidate's figures: Dice on val (the choice), Dice/IoU/HD95 on test (the confirmation)."""
+
+    val_dice: float  # mean foreground Dice over val images
+    test: object  # edgekd.metrics.segmentation.SegMetrics on test (bootstrap CIs, HD95)
+    vs_teacher: dict | None = None  # paired test Dice difference to the teacher reference, with its CI
+    per_image_dice: np.ndarray | None = field(default=None, repr=False)  # test, mean over foreground classes
+    test_pred: np.ndarray | None = field(default=None, repr=False)  # test argmax masks (uint8), kept in memory
+
+    @property
+    def dice(self) -> float:
+        return float(self.test.mean_dice)
+
+    def to_dict(self) -> dict:
+        t = self.test.to_dict()
+        return {"dice": t["mean_dice"], "dice_ci": t["dice_ci"], "iou": t["mean_iou"], "iou_ci": t["iou_ci"],
+                "hd95": t["mean_hd95"], "hd95_ci": t["hd95_ci"], "val_dice": self.val_dice,
+                "per_class": {"dice": t["dice"], "iou": t["iou"], "hd95": t["hd95"],
+                              "hd95_undefined": t["hd95_undefined"]},
+                "n_images": t["n_images"], "vs_teacher": self.vs_teacher}
+
+
+def _per_image(dice: np.ndarray) -> np.ndarray:
+    """Each image's mean Dice over the foreground classes defined on it (NaN: none is, nothing to find)."""
+    fg = dice[:, 1:]
+    n = (~np.isnan(fg)).sum(axis=1)
+    return np.where(n > 0, np.nansum(fg, axis=1) / np.maximum(n, 1), np.nan)
+
+
+class SegmentationTask(Task):
+    name = "segmentation"
+    section = "segmentation"
+    sample_size = 64  # per-pixel logits: 64 images of 128×128×2 are 8 MB of expected outputs
+
+    @property
+    def objective(self):
+        from ..distill.objective import SEGMENTATION
+
+        return SEGMENTATION
+
+    def check_settings(self, cfg) -> None:
+        d = cfg.distill
+        if d.feature_kd:
+            raise InputError("--feature-kd is for classifiers (timm teachers); segmentation distils per-pixel logits: "
+                             "drop --feature-kd")
+        if d.student == "from-teacher":
+            raise InputError("--student from-teacher is for classifiers; segmentation students come from the U-Net "
+                             "zoo: drop --student or pick one (see edgekd.models.segmentation.SEG_STUDENTS)")
+        if cfg.unlabelled is not None:
+            raise InputError("--unlabelled is not supported with --task segmentation yet: drop it")
+        for flag, v in (("--max-auc-drop", cfg.max_auc_drop), ("--max-sensitivity-drop", cfg.max_sensitivity_drop)):
+            if v is not None:
+                raise InputError(f"{flag} is a classification budget: use --max-dice-drop with --task segmentation")
+        if d.mixup and d.mixup != 0.5:
+            raise InputError("--mixup is for classifiers (a blend of two hard masks is not a mask): drop it")
+
+    def load_data(self, cfg, pre, log: Log):
+        from ..data.segmentation import load_segmentation
+
+        if cfg.teacher is None and cfg.data is None:
+            from ..demo import demo_seg_teacher_and_data
+
+            log("no --teacher/--data: using the embedded segmentation demo (SYNTHETIC ultrasound-like images with "
+                "lesion masks, not real patients)")
+            return demo_seg_teacher_and_data(pre, seed=cfg.seed, max_samples=cfg.max_samples, log=log)
+        data = load_segmentation(cfg.data, pre, max_samples=cfg.max_samples, seed=cfg.seed)
+        return data, cfg.teacher, cfg.teacher_weights
+
+    def load_teacher(self, spec, weights, cfg, data):
+        from ..models import load_teacher
+        from ..models.segmentation import check_seg_teacher, load_seg_teacher
+
+        if str(spec).startswith("smp:"):
+            teacher = load_seg_teacher(spec, weights, in_chans=data.channels, num_classes=data.num_classes,
+                                       trust_checkpoint=cfg.trust_checkpoint)
+        elif str(spec).startswith("timm:"):
+            raise TeacherError(f"--teacher {spec} is a classifier: a segmentation teacher is smp:<Arch>:<encoder> "
+                               "with --teacher-weights, or an ONNX / TorchScript / torch.export file")
+        else:
+            teacher = load_teacher(spec, weights=weights, trust_checkpoint=cfg.trust_checkpoint,
+                                   in_chans=data.channels, num_classes=data.num_classes)
+        check_seg_teacher(teacher, data.channels, data.num_classes, tuple(data.image_size))
+        return teacher
+
+    def check_student(self, cfg, profile, data) -> None:
+        from ..models import load_student_weights
+
+        student = self.create_student(cfg.distill.student or self.default_student(), data.channels,
+                                      data.num_classes, cfg.seed)
+        if cfg.distill.student_weights is not None:
+            from pathlib import Path
+
+            load_student_weights(student, Path(cfg.distill.student_weights), in_chans=data.channels,
+                                 num_classes=data.num_classes)
+
+    @staticmethod
+    def default_student() -> str:
+        from ..models.segmentation import DEFAULT_SEG_STUDENT
+
+        return DEFAULT_SEG_STUDENT
+
+    def choose_student(self, cfg, profile, teacher, example, log: Log):
+        return cfg.distill.student or self.default_student(), None
+
+    def create_student(self, name, channels, num_classes, seed) -> torch.nn.Module:
+        from ..models.segmentation import create_seg_student
+
+        return create_seg_student(name, channels, num_classes, seed=seed)
+
+    def evaluate(self, cand, val_logits, val_targets, test_logits, test_targets, cfg, reference, num_classes, seed):
+        from ..metrics.segmentation import (
+            dice_scores,
+            evaluate_segmentation,
+            mean_score,
+            paired_dice_diff,
+        )
+
+        val_pred, test_pred = val_logits.argmax(1), test_logits.argmax(1).astype(np.uint8)
+        val_dice = mean_score(dice_scores(val_pred, val_targets, num_classes))
+        test = evaluate_segmentation(test_pred, test_targets, num_classes, resamples=cfg.bench.bootstrap_resamples,
+                                     seed=seed)
+        per_image = _per_image(dice_scores(test_pred, test_targets, num_classes))
+        vs = None
+        if reference is not None and reference.test_pred is not None:
+            diff = paired_dice_diff(test_pred, reference.test_pred, test_targets, num_classes,
+                                    resamples=cfg.bench.bootstrap_resamples, seed=seed)
+            vs = {"dice_diff": diff.dice_diff, "ci": list(diff.ci) if diff.ci is not None else None,
+                  "margin": cfg.max_dice_drop, "method": "paired percentile bootstrap over test images"}
+        return SegScores(val_dice, test, vs, per_image, test_pred)
+
+    def choose(self, cands, profile, teacher, budget):
+        from ..ship import choose_segmentation
+
+        return choose_segmentation(cands, profile, teacher, budget.max_dice_drop)
+
+    def report_section(self, cands, shipped, ship_info, data, cand_dicts, cfg, work=None) -> dict:
+        from ..ship import teacher_reference
+
+        teacher = teacher_reference(cands)
+        section = {"metric": "mean foreground Dice per image (an image with the class in neither mask is skipped; "
+                             "a false positive on an empty mask scores 0), IoU likewise, HD95 in pixels",
+                   "class_names": data.class_names, "teacher": teacher.name, "overlays": []}
+        if shipped is not None and shipped.metrics is not None and shipped.metrics.per_image_dice is not None:
+            scores = np.nan_to_num(shipped.metrics.per_image_dice, nan=1.0)  # nothing to find, nothing found
+            worst = np.argsort(scores, kind="stable")[:OVERLAYS]
+            section["overlays"] = [{"index": int(i), "student_dice": float(scores[i]),
+                                    "teacher_dice": float(np.nan_to_num(teacher.metrics.per_image_dice[i], nan=1.0))}
+                                   for i in worst]
+            if work is not None and teacher.metrics.test_pred is not None:
+                from ..report.segmentation import OVERLAY_FILE, write_overlays
+
+                pre = data.preprocessing
+                write_overlays(work / OVERLAY_FILE, data.test.images.numpy(), data.test.masks.numpy(),
+                               teacher.metrics.test_pred, shipped.metrics.test_pred, section["overlays"],
+                               list(pre.mean), list(pre.std))
+                section["overlay_file"] = OVERLAY_FILE
+        chosen = ship_info.get("chosen")
+        by = {c.name: c for c in cands}
+        ship_info["non_inferiority"] = by[chosen].metrics.vs_teacher if chosen and chosen in by else None
+        return section
+
+    def sample_arrays(self, split) -> dict[str, np.ndarray]:
+        return {"masks": split.masks.numpy().astype(np.uint8)}
+
+    def labels_json(self, shipped: dict, data) -> dict:
+        return {"task": self.name, "class_names": data.class_names, "num_classes": data.num_classes,
+                "outputs": "per-pixel logits N×K×H×W, one channel per class in this order",
+                "decision": "argmax over classes at every pixel (0 is background)"}
