@@ -92,7 +92,7 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     else:
         if cfg.teacher_weights is not None and not Path(cfg.teacher_weights).exists():
             raise InputError(f"teacher weights {cfg.teacher_weights} do not exist")
-        data = load_dataset(cfg.data, pre, max_samples=cfg.max_samples, seed=cfg.seed)
+        data = load_dataset(cfg.data, pre, max_samples=cfg.max_samples, seed=cfg.seed, options=cfg.data_options)
         spec, weights = cfg.teacher, cfg.teacher_weights
     from .prune.derived import FROM_TEACHER
 

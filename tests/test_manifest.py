@@ -194,5 +194,5 @@ def test_bad_manifests_give_one_line_naming_the_problem(tmp_path, case, words):
 def test_manifest_options_on_other_data_are_refused(tmp_path):
     np.savez(tmp_path / "d.npz", **{f"{s}_{k}": np.zeros((2, 4, 4) if k == "images" else 2, np.uint8)
                                     for s in ("train", "val", "test") for k in ("images", "labels")})
-    with pytest.raises(DataError, match="--split-by apply to a manifest"):
+    with pytest.raises(DataError, match="--split-by applies to a manifest"):
         load_dataset(tmp_path / "d.npz", Preprocessing(), options=DataOptions(split_by="patient_id"))

@@ -63,7 +63,7 @@ def _only_for_manifests(options: DataOptions | None, path: Path) -> None:
     given = [f"--{k.replace('_', '-')}" for k in ("window", "frame", "split_by", "split_fractions")
              if getattr(options, k) != getattr(default, k)]
     if given:
-        raise DataError(f"{' and '.join(given)} apply to a manifest (.csv/.json of file,label[,split][,patient_id]) and "
+        raise DataError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to a manifest (.csv/.json of file,label[,split][,patient_id]) and "
                         f"its DICOM files, not to {path.name}: drop {'them' if len(given) > 1 else 'it'}, or list the "
                         "images in a manifest")
 

@@ -90,6 +90,14 @@ class DicomSummary:
             if rng is not None:
                 acc[0], acc[1] = min(acc[0], rng[0]), max(acc[1], rng[1])
 
+    def merge(self, other: DicomSummary) -> None:
+        for mine, theirs in ((self.photometric, other.photometric), (self.transfer_syntax, other.transfer_syntax),
+                             (self.voi, other.voi)):
+            mine.update(theirs)
+        self.multi_frame += other.multi_frame
+        for acc, rng in ((self.stored_range, other.stored_range), (self.modality_range, other.modality_range)):
+            acc[0], acc[1] = min(acc[0], rng[0]), max(acc[1], rng[1])
+
     def to_dict(self) -> dict:
         def rng(r: list[float]) -> list[float] | None:
             return None if r[0] > r[1] else [float(r[0]), float(r[1])]

@@ -244,18 +244,21 @@ def load_manifest(path: str | Path, pre: Preprocessing, *, max_samples: int | No
     check_every_class(f"manifest {name}", {s: np.array([it.label for it, _, _ in items[s]], dtype=np.int64) for s in SPLITS},
                       {s: np.array([it.label for it, _, _ in chosen[s]], dtype=np.int64) for s in SPLITS}, classes,
                       max_samples)
-    summary = dicom.DicomSummary()
+    summary = {s: dicom.DicomSummary() for s in SPLITS}
     kinds = {os.fspath(it.path): kind for s in SPLITS for it, _, kind in chosen[s]}
 
-    def decode(item: _Item, root_: Path, ch: int) -> np.ndarray:
-        if kinds[os.fspath(item.path)] == "image":
-            return _decode(item, root_, ch)
-        x, info = dicom.decode_dicom(item.path, window=window, frame=frame, name=_rel(item.path, base))
-        summary.add(info)
-        x = x * np.float32(255.0)  # [0, 1] -> the 0-255 scale preprocess() divides by 255
-        return np.repeat(x[:, :, None], 3, axis=2) if (x.ndim == 2 and ch == 3) else x
+    def decoder(split: str):
+        def decode(item: _Item, root_: Path, ch: int) -> np.ndarray:
+            if kinds[os.fspath(item.path)] == "image":
+                return _decode(item, root_, ch)
+            x, info = dicom.decode_dicom(item.path, window=window, frame=frame, name=_rel(item.path, base))
+            summary[split].add(info)
+            x = x * np.float32(255.0)  # [0, 1] -> the 0-255 scale preprocess() divides by 255
+            return np.repeat(x[:, :, None], 3, axis=2) if (x.ndim == 2 and ch == 3) else x
+        return decode
 
-    splits = {s: _load_split([it for it, _, _ in chosen[s]], root, s, resolved, out_hw, decode=decode) for s in SPLITS}
+    splits = {s: _load_split([it for it, _, _ in chosen[s]], root, s, resolved, out_hw, decode=decoder(s))
+              for s in SPLITS}
     extra = _extra(items, chosen, columns, classes, opts, given, summary, splits)
     all_dicom = all(kind == "dicom" for _, kind in files)
     return Dataset(
@@ -289,7 +292,12 @@ def _extra(items, chosen, columns, classes, opts: DataOptions, given: bool, summ
         extra["patient_column"] = group
         extra["patients"] = {s: len(ids[s]) for s in SPLITS}
         extra["patient_ids"] = ids
-    if summary.photometric:
-        extra["dicom"] = {**summary.to_dict(), "window": list(opts.window) if isinstance(opts.window, tuple) else opts.window,
+    total = dicom.DicomSummary()
+    for s in SPLITS:
+        total.merge(summary[s])
+    if total.photometric:
+        extra["dicom"] = {**total.to_dict(), "window": list(opts.window) if isinstance(opts.window, tuple) else opts.window,
                           "frame": opts.frame}
+        extra["dicom_ranges"] = {s: {k: summary[s].to_dict()[k] for k in ("stored_range", "modality_range")}
+                                 for s in SPLITS}
     return extra
