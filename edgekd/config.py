@@ -38,6 +38,16 @@ class DataOptions:
     split_by: str | None = None  # manifest column that groups samples (patient_id) for seeded, stratified splits; "file": each image alone
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test shares when split_by makes the splits
 
+    @classmethod
+    def from_dict(cls, d: dict | None) -> DataOptions:
+        """Back from report.json's ``config.data_options`` (lists become tuples; absent: the defaults)."""
+        d = dict(d or {})
+        if isinstance(d.get("window"), list):
+            d["window"] = tuple(d["window"])
+        if "split_fractions" in d:
+            d["split_fractions"] = tuple(d["split_fractions"])
+        return cls(**d)
+
 
 @dataclass
 class DistillConfig:

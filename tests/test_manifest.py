@@ -196,3 +196,14 @@ def test_manifest_options_on_other_data_are_refused(tmp_path):
                                     for s in ("train", "val", "test") for k in ("images", "labels")})
     with pytest.raises(DataError, match="--split-by applies to a manifest"):
         load_dataset(tmp_path / "d.npz", Preprocessing(), options=DataOptions(split_by="patient_id"))
+
+
+def test_data_options_round_trip_through_report_json():
+    from dataclasses import asdict
+
+    from edgekd.config import CompressConfig
+
+    opts = DataOptions(window=(40.0, 400.0), frame=2, split_by="patient_id", split_fractions=(0.6, 0.2, 0.2))
+    cfg = CompressConfig(data_options=opts)
+    assert DataOptions.from_dict(json.loads(json.dumps(cfg.to_dict()))["data_options"]) == opts
+    assert DataOptions.from_dict(None) == DataOptions() and asdict(DataOptions())["window"] is None
