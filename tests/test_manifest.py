@@ -132,6 +132,14 @@ def test_group_splits_keep_patients_apart_are_stratified_and_seeded():
     assert abs(other["train"] / len(groups) - 0.5) < 0.02
 
 
+def test_a_class_with_three_patients_reaches_every_split():
+    groups = [f"P{p}" for p in range(60)] + ["R1", "R2", "R2", "R3"]  # 60 common patients, 3 with the rare class
+    labels = np.array([p % 2 for p in range(60)] + [2, 2, 2, 2])
+    for seed in range(5):
+        splits = np.array(make_group_splits(groups, labels, 3, seed=seed))
+        assert {s for s in splits[labels == 2]} == {"train", "val", "test"}, seed
+
+
 def test_split_by_patient_id_end_to_end(tmp_path):
     rows = _dicom_set(tmp_path, patients=40, per_patient=2, split=False)
     path = _csv(tmp_path / "m.csv", rows)

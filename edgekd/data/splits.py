@@ -1,10 +1,11 @@
 """Train/val/test splits of a manifest: given ones checked for patient leakage, or made by patient.
 
 ``make_group_splits`` keeps every group (a patient, or whatever column ``--split-by`` names) on one
-side and stratifies by label: groups are shuffled with the seed, the largest placed first, and each
-goes to the split whose class counts are furthest below their share (``fractions``, default
-70/15/15) of every class — a greedy fit of per-split class counts to the fractions. Same
-samples, fractions and seed -> the same splits.
+side and stratifies by label: groups are shuffled with the seed; each class held by at least 3
+groups first gets one (its smallest) in val, test and train, so its AUC is defined everywhere;
+then the largest groups are placed first, each in the split whose class counts are furthest below
+their share (``fractions``, default 70/15/15) of every class — a greedy fit of per-split class
+counts to the fractions. Same samples, fractions and seed -> the same splits.
 
 ``check_leakage`` refuses a given split where one group appears in two splits (the classic
 medical-imaging mistake: the model is tested on a patient it was trained on).
@@ -63,8 +64,23 @@ def make_group_splits(groups: list[str], labels: np.ndarray, num_classes: int,
     total = np.maximum(counts.sum(axis=0), 1).astype(np.float64)
     target = frac[:, None] * counts.sum(axis=0)[None, :]  # split × class
     have = np.zeros_like(target)
-    side = np.empty(len(names), dtype=np.int64)
+    side = np.full(len(names), -1, dtype=np.int64)
+    # first, every class held by 3 or more groups gets one in val, test and train (rarest class first, the
+    # smallest such group in seeded order): a class missing from val or test would leave its AUC undefined
+    holders = counts > 0
+    for c in np.argsort(holders.sum(axis=0), kind="stable"):
+        if holders[:, c].sum() < 3:
+            continue
+        for s in (1, 2, 0):
+            if have[s, c] > 0:
+                continue
+            free = [g for g in order if holders[g, c] and side[g] < 0]
+            g = min(free, key=lambda g: counts[g].sum())
+            side[g] = s
+            have[s] += counts[g]
     for g in order:
+        if side[g] >= 0:
+            continue
         v = counts[g]
         # squared relative misfit of every split's class counts after placing g in split s
         costs = [(((have + np.eye(3)[s][:, None] * v[None, :]) - target) / total) ** 2 for s in range(3)]
