@@ -14,6 +14,7 @@ from pathlib import Path
 from ..config import DataOptions, Preprocessing
 from ..errors import DataError
 from ._base import Dataset, Split
+from .dicom import read_dicom
 from .folder import load_folder
 from .manifest import find_manifest, load_manifest
 from .npz import load_npz
@@ -77,4 +78,5 @@ __all__ = [
     "load_npz",
     "load_synthetic",
     "make_synthetic_xrays",
+    "read_dicom",
 ]
