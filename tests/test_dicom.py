@@ -103,6 +103,32 @@ def test_multi_frame_gives_the_first_frame_unless_told(tmp_path):
         read_dicom(path, frame=3)
 
 
+def test_enhanced_multi_frame_rescale_and_window_come_from_the_frames_functional_groups(tmp_path):
+    from pydicom.dataset import Dataset
+
+    def group(slope=None, intercept=None, center=None, width=None) -> Dataset:
+        g = Dataset()
+        if slope is not None:
+            t = Dataset()
+            t.RescaleSlope, t.RescaleIntercept, t.RescaleType = slope, intercept, "HU"
+            g.PixelValueTransformationSequence = [t]
+        if center is not None:
+            v = Dataset()
+            v.WindowCenter, v.WindowWidth = center, width
+            g.FrameVOILUTSequence = [v]
+        return g
+
+    frames = np.stack([STORED, STORED])
+    path = write_dicom(tmp_path / "enh.dcm", frames, frames=2, bits_stored=12,
+                       SharedFunctionalGroupsSequence=[group(slope=2, intercept=-1024)],
+                       PerFrameFunctionalGroupsSequence=[group(center=1000, width=2001), group(center=3000, width=2001)])
+    hu = np.array([[-1024, 976], [2976, 7166]])
+    x0, info = decode_dicom(path)
+    np.testing.assert_allclose(x0, np.clip((hu - 999.5) / 2000 + 0.5, 0, 1), atol=1e-6)
+    assert info.modality_range == (-1024.0, 7166.0) and info.voi == "file window 1000/2001"
+    np.testing.assert_allclose(read_dicom(path, frame=1), np.clip((hu - 2999.5) / 2000 + 0.5, 0, 1), atol=1e-6)
+
+
 def test_jpeg2000_lossless_decodes_exactly(tmp_path):
     px = (np.arange(32 * 32).reshape(32, 32) * 4).astype(np.uint16)
     x, info = decode_dicom(write_j2k(tmp_path / "j2k.dcm", px, bits_stored=12))

@@ -9,7 +9,9 @@ order of the DICOM grayscale pipeline (PS3.3 C.11, PS3.4 N.2):
    (JPEG 2000: pylibjpeg-openjpeg; JPEG baseline/extended: Pillow; RLE: pydicom). YBR_FULL and
    YBR_FULL_422 are converted to RGB there by pydicom (``convert_color_space``).
 2. grayscale (MONOCHROME1/2): the Modality LUT (``apply_modality_lut``: Rescale Slope/Intercept or
-   a Modality LUT Sequence), kept as float64: a 12- or 16-bit image is never cut to 8 bits here;
+   a Modality LUT Sequence), kept as float64: a 12- or 16-bit image is never cut to 8 bits here.
+   An enhanced multi-frame object's rescale and window are read from the frame's functional groups
+   (Pixel Value Transformation, Frame VOI LUT: per-frame, else shared) when the top level has none;
 3. the VOI (``apply_voi_lut``): the file's VOI LUT Sequence (preferred) or Window Center/Width;
    ``window=(C, W)`` replaces both with that linear window; ``window="minmax"`` takes each image's
    own range; a file with neither is shown over the full range its Bits Stored allow (after the
@@ -199,6 +201,30 @@ def probe_dicom(path: str | Path, *, frame: int = 0, name: str | None = None) ->
     return head
 
 
+_FRAME_GROUPS = (  # enhanced multi-frame objects keep these per frame (or shared), not at the top level
+    ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept", "RescaleType")),
+    ("FrameVOILUTSequence", ("WindowCenter", "WindowWidth", "VOILUTFunction")),
+)
+
+
+def _lift_frame_groups(ds, frame: int) -> None:
+    """Copy an enhanced object's rescale and window for ``frame`` (its per-frame group, else the shared one)
+    to the top level, where pydicom's Modality and VOI LUT functions read them; top-level values win."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    shared = ds.get("SharedFunctionalGroupsSequence") or []
+    sources = ([per_frame[frame]] if frame < len(per_frame) else []) + ([shared[0]] if shared else [])
+    for seq, keys in _FRAME_GROUPS:
+        if any(k in ds for k in keys[:2]):
+            continue
+        for group in sources:
+            items = group.get(seq) or []
+            if items and all(k in items[0] for k in keys[:2]):
+                for k in keys:
+                    if k in items[0]:
+                        setattr(ds, k, items[0][k].value)
+                break
+
+
 def _output_range(voi_out_lo_hi: np.ndarray) -> tuple[float, float]:
     lo, hi = float(np.min(voi_out_lo_hi)), float(np.max(voi_out_lo_hi))
     return lo, hi
@@ -271,6 +297,7 @@ def decode_dicom(path: str | Path, *, window: Window = None, frame: int = 0,
     stored = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
     try:
         if head.photometric in GRAY:
+            _lift_frame_groups(ds, frame)
             if arr.ndim != 2:
                 raise ValueError(f"grayscale frame decoded as {arr.shape}")
             values, (lo, hi), voi, modality = _gray(arr, ds, window)
