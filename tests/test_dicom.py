@@ -173,6 +173,25 @@ def test_corrupt_and_non_image_files_are_named_with_the_reason(tmp_path):
         read_dicom(tmp_path / "sr.dcm")
 
 
+def test_a_transfer_syntax_without_an_installed_decoder_says_what_to_install(tmp_path):
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGLosslessSV1
+
+    if get_decoder(JPEGLosslessSV1).is_available:
+        pytest.skip("a JPEG Lossless decoder is installed here")
+    path = write_dicom(tmp_path / "jl.dcm", np.zeros((8, 8), np.uint16), bits_stored=12)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + b"\0" * 60])
+    ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(DataError, match=r"jl\.dcm \(no decoder is installed for its transfer syntax, JPEG Lossless.*"
+                                        r"install pylibjpeg-libjpeg"):
+        read_dicom(path)
+
+
 def test_bad_window_and_frame_options_say_what_to_pass(tmp_path):
     path = write_dicom(tmp_path / "a.dcm", STORED, bits_stored=12)
     with pytest.raises(DataError, match="--window C,W"):

@@ -190,14 +190,18 @@ def _header(ds, name: str) -> DicomHeader:
     return head
 
 
+def _frame_exists(head: DicomHeader, frame: int, name: str) -> None:
+    if check_frame(frame) >= head.frames:
+        raise DataError(f"DICOM file {shown(name)} has {head.frames} frame(s), so --frame {frame} does not exist: "
+                        f"pass --frame 0..{head.frames - 1}")
+
+
 def probe_dicom(path: str | Path, *, frame: int = 0, name: str | None = None) -> DicomHeader:
     """The header of one DICOM file (photometric, size, frames), pixels not read; ``frame`` must exist."""
     path = Path(path)
     name = name or str(path)
     head = _header(_read(path, name, header_only=True), name)
-    if check_frame(frame) >= head.frames:
-        raise DataError(f"DICOM file {shown(name)} has {head.frames} frame(s), so --frame {frame} does not exist: "
-                        f"pass --frame 0..{head.frames - 1}")
+    _frame_exists(head, frame, name)
     return head
 
 
@@ -225,9 +229,8 @@ def _lift_frame_groups(ds, frame: int) -> None:
                 break
 
 
-def _output_range(voi_out_lo_hi: np.ndarray) -> tuple[float, float]:
-    lo, hi = float(np.min(voi_out_lo_hi)), float(np.max(voi_out_lo_hi))
-    return lo, hi
+def _output_range(values: np.ndarray) -> tuple[float, float]:
+    return float(np.min(values)), float(np.max(values))
 
 
 def _gray(arr: np.ndarray, ds, window: Window) -> tuple[np.ndarray, tuple[float, float], str, tuple[float, float]]:
@@ -280,20 +283,18 @@ def decode_dicom(path: str | Path, *, window: Window = None, frame: int = 0,
     window = check_window(window)
     ds = _read(path, name, header_only=False)
     head = _header(ds, name)
-    if check_frame(frame) >= head.frames:
-        raise DataError(f"DICOM file {shown(name)} has {head.frames} frame(s), so --frame {frame} does not exist: "
-                        f"pass --frame 0..{head.frames - 1}")
+    _frame_exists(head, frame, name)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise _fail(name, "no pixel data", "list only image objects in the manifest")
     try:
         arr = pixel_array(ds, index=frame)  # raw=False: YBR_FULL / YBR_FULL_422 -> RGB by pydicom
     except Exception as exc:
         reason = _reason(exc)
-        fix = _FIX
-        if "plugin" in reason or "dependencies" in reason or "decoder" in reason.lower():
-            fix = (f"its transfer syntax ({head.transfer_syntax}) needs a decoder that is not installed (JPEG Lossless / "
-                   "JPEG-LS: pylibjpeg-libjpeg or pyjpegls), or re-export it uncompressed or as JPEG 2000")
-        raise _fail(name, reason, fix) from exc
+        if "missing dependencies" in reason or "No pixel data decoders" in reason:
+            raise _fail(name, f"no decoder is installed for its transfer syntax, {head.transfer_syntax}",
+                        "install pylibjpeg-libjpeg (JPEG Lossless, JPEG-LS; GPL-3.0) or pyjpegls (JPEG-LS), or "
+                        "re-export it uncompressed or as JPEG 2000") from exc
+        raise _fail(name, reason) from exc
     stored = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
     try:
         if head.photometric in GRAY:
@@ -301,8 +302,6 @@ def decode_dicom(path: str | Path, *, window: Window = None, frame: int = 0,
             if arr.ndim != 2:
                 raise ValueError(f"grayscale frame decoded as {arr.shape}")
             values, (lo, hi), voi, modality = _gray(arr, ds, window)
-            if window == "minmax":
-                lo, hi = modality
             x = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
             x = np.clip(x, 0.0, 1.0)
             if head.photometric == "MONOCHROME1":
