@@ -172,6 +172,7 @@ def test_a_given_split_that_leaks_a_patient_is_refused(tmp_path):
     ("split_and_split_by", ["split column and --split-by"]),
     ("unknown_column", ["--split-by patient", "no such column", "did you mean 'patient_id'"]),
     ("corrupt_dicom", ["cannot decode DICOM file", "p00/img0.dcm", "not a DICOM file"]),
+    ("split_by_file_leaks", ["--split-by file", "is in", "pass --split-by patient_id"]),
 ])
 def test_bad_manifests_give_one_line_naming_the_problem(tmp_path, case, words):
     rows = _dicom_set(tmp_path, patients=8, per_patient=1)
@@ -191,6 +192,9 @@ def test_bad_manifests_give_one_line_naming_the_problem(tmp_path, case, words):
     elif case == "unknown_column":
         rows = [{k: v for k, v in r.items() if k != "split"} for r in rows]
         opts = DataOptions(split_by="patient")
+    elif case == "split_by_file_leaks":
+        rows = [{**{k: v for k, v in r.items() if k != "split"}, "patient_id": f"P{i // 4}"} for i, r in enumerate(rows)]
+        opts = DataOptions(split_by="file")
     elif case == "corrupt_dicom":
         (tmp_path / rows[0]["file"]).write_bytes(b"garbage" * 50)
     with pytest.raises(DataError) as e:

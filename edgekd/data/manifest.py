@@ -195,7 +195,12 @@ def _made_splits(rows: list[_Row], columns: list[str], labels: np.ndarray, k: in
         if empty is not None:
             raise DataError(f"manifest {name} line {empty.line} has an empty {by}: --split-by {by} needs it on every row")
         groups = [r.columns[by] for r in rows]
-    return make_group_splits(groups, labels, k, fractions, seed)
+    splits = make_group_splits(groups, labels, k, fractions, seed)
+    if PATIENT in columns and by != PATIENT:  # e.g. --split-by file when a patient has two images
+        known = [(r.columns[PATIENT], s) for r, s in zip(rows, splits) if r.columns.get(PATIENT)]
+        check_leakage([g for g, _ in known], [s for _, s in known], PATIENT, f"--split-by {by} on manifest {name}",
+                      fix=f"pass --split-by {PATIENT}")
+    return splits
 
 
 def _sha256(path: Path, rows: list[_Row], files: list[tuple[Path, str]]) -> str:

@@ -33,7 +33,7 @@ def check_fractions(fractions) -> tuple[float, float, float]:
     return f  # type: ignore[return-value]
 
 
-def check_leakage(groups: list[str], splits: list[str], column: str, where: str) -> None:
+def check_leakage(groups: list[str], splits: list[str], column: str, where: str, fix: str | None = None) -> None:
     """A one-line DataError naming the first group found in two splits (and how many leak in all)."""
     seen: dict[str, set[str]] = {}
     for g, s in zip(groups, splits):
@@ -44,8 +44,7 @@ def check_leakage(groups: list[str], splits: list[str], column: str, where: str)
         both = " and ".join(s for s in SPLITS if s in seen[g])
         more = f" ({len(leaking)} {column} values leak in all)" if len(leaking) > 1 else ""
         raise DataError(f"{where}: {column} {shown(g, 60)} is in {both}{more}, so the model would be tested on a "
-                        f"patient it was trained on: put each {column} in one split, or drop the split column and "
-                        f"pass --split-by {column}")
+                        f"patient it was trained on: {fix or f'put each {column} in one split, or drop the split column and pass --split-by {column}'}")
 
 
 def make_group_splits(groups: list[str], labels: np.ndarray, num_classes: int,
