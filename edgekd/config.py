@@ -30,6 +30,26 @@ class Preprocessing:
 
 
 @dataclass
+class DataOptions:
+    """How a manifest or DICOM dataset is read and split (edgekd/data/manifest.py, dicom.py, splits.py)."""
+
+    window: tuple[float, float] | str | None = None  # DICOM VOI: (center, width), "minmax", or None: the file's VOI LUT / window, else the full stored range
+    frame: int = 0  # the frame of a multi-frame DICOM object (0: the first)
+    split_by: str | None = None  # manifest column that groups samples (patient_id) for seeded, stratified splits; "file": each image alone
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test shares when split_by makes the splits
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> DataOptions:
+        """Back from report.json's ``config.data_options`` (lists become tuples; absent: the defaults)."""
+        d = dict(d or {})
+        if isinstance(d.get("window"), list):
+            d["window"] = tuple(d["window"])
+        if "split_fractions" in d:
+            d["split_fractions"] = tuple(d["split_fractions"])
+        return cls(**d)
+
+
+@dataclass
 class DistillConfig:
     """Knowledge distillation: loss = alpha·CE(labels) + (1 − alpha)·T²·KL(teacher ‖ student).
 
@@ -110,6 +130,7 @@ class CompressConfig:
     data: Path | None = None  # .npz (MedMNIST layout) or an image folder with train/ val/ test/
     unlabelled: Path | None = None  # extra images (folder or images-only .npz) that only the teacher labels
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    data_options: DataOptions = field(default_factory=DataOptions)  # manifests and DICOM: window, frame, splits
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)

@@ -105,7 +105,7 @@ CASES = [
     Case("mixup-range", "--mixup 2", "--teacher teacher.onnx --data ok.npz --mixup 2", "[0, 1]"),
     # ---- .npz data
     Case("data-missing", "data path does not exist", "--teacher teacher.onnx --data nope.npz", "does not exist"),
-    Case("data-wrong-kind", "data is a .csv file", "--teacher teacher.onnx --data labels.csv", "not a supported dataset"),
+    Case("data-wrong-kind", "data is a .txt file", "--teacher teacher.onnx --data labels.txt", "not a supported dataset"),
     Case("npz-corrupt", "random bytes named .npz", "--teacher teacher.onnx --data noise.npz", "not a zip file"),
     Case("npz-missing-key", "npz without val_labels", "--teacher teacher.onnx --data nokey.npz", "val_labels"),
     Case("npz-object-array", "labels saved as a pickled object array", "--teacher teacher.onnx --data object.npz",
@@ -150,6 +150,21 @@ CASES = [
          "EDGEKD_MAX_IMAGES", env={"EDGEKD_MAX_IMAGES": "5"}),
     Case("limit-not-a-number", "a limit variable that is not a number", "--teacher teacher.onnx --data folder_ok",
          "positive integer", env={"EDGEKD_MAX_IMAGES": "many"}),
+    # ---- manifests and DICOM
+    Case("manifest-empty", "a manifest .csv with a header and no rows", "--teacher teacher.onnx --data labels.csv",
+         "lists no files"),
+    Case("manifest-no-split", "a manifest without a split column, no --split-by",
+         "--teacher teacher.onnx --data nosplit.csv", "--split-by patient_id"),
+    Case("manifest-leak", "a given split with one patient in train and test", "--teacher teacher.onnx --data leak.csv",
+         "patient_id P1 is in train and test"),
+    Case("dicom-corrupt", "a .dcm file that is not DICOM", "--teacher teacher.onnx --data dcm_corrupt.csv",
+         "cannot decode DICOM file"),
+    Case("dicom-frame", "--frame past a single-frame file", "--teacher teacher.onnx --data dcm_ok.csv --frame 2",
+         "--frame 2 does not exist"),
+    Case("dicom-window", "--window with one number", "--teacher teacher.onnx --data dcm_ok.csv --window 40",
+         "--window C,W"),
+    Case("split-by-on-npz", "--split-by for an .npz", "--teacher teacher.onnx --data ok.npz --split-by patient_id",
+         "applies to a manifest"),
     # ---- options and targets
     Case("image-size", "--image-size out of range", "--teacher teacher.onnx --data ok.npz --image-size 5000",
          "[8, 1024]"),
@@ -227,6 +242,28 @@ def _folder(root: Path, size: int = 32, skip: tuple[str, str] | None = None, nam
     return root
 
 
+def _dicom_manifests(d: Path) -> None:
+    """dcm/*.dcm for 6 patients (P1 with two files) and the manifests the DICOM cases name."""
+    from ._dicom import write_dicom
+
+    (d / "dcm").mkdir()
+    ok = []  # file, label, split, patient_id: P0/P1 train, P2/P3 val, P4/P5 test; labels alternate
+    for p, split in enumerate(("train", "train", "val", "val", "test", "test")):
+        for i in range(2 if p == 1 else 1):
+            name = f"dcm/p{p}_{i}.dcm"
+            write_dicom(d / name, np.full((32, 32), 500 * p, np.uint16), bits_stored=12, patient_id=f"P{p}")
+            ok.append([name, p % 2, split, f"P{p}"])
+
+    def write(name: str, rows: list[list], columns: str = "file,label,split,patient_id") -> None:
+        (d / name).write_text("\n".join([columns] + [",".join(str(x) for x in r) for r in rows]) + "\n")
+
+    write("dcm_ok.csv", ok)
+    write("leak.csv", [r if r[0] != "dcm/p1_1.dcm" else [*r[:2], "test", r[3]] for r in ok])
+    write("nosplit.csv", [[r[0], r[1], r[3]] for r in ok], "file,label,patient_id")
+    (d / "dcm" / "junk.dcm").write_bytes(b"not dicom" * 40)
+    write("dcm_corrupt.csv", [["dcm/junk.dcm", 0, "train", "P9"], *ok])
+
+
 def make_files(d: Path) -> None:
     """Every input the cases name, written into ``d``."""
     from PIL import Image
@@ -253,6 +290,8 @@ def make_files(d: Path) -> None:
     (d / "empty_dir").mkdir()
     (d / "noise.npz").write_bytes(rng.bytes(4096))
     (d / "labels.csv").write_text("file,label\n")
+    (d / "labels.txt").write_text("file,label\n")
+    _dicom_manifests(d)
     _onnx(d / "teacher.onnx")
     _onnx(d / "seg.onnx", segmentation=True)
     _dangling_onnx(d / "dangling.onnx")

@@ -282,9 +282,12 @@ def test_load_dataset_dispatches_on_the_path(tmp_path):
 def test_load_dataset_rejects_missing_and_unknown_paths(tmp_path):
     with pytest.raises(DataError, match=r"data path .*nothing.npz does not exist"):
         load_dataset(tmp_path / "nothing.npz", Preprocessing())
-    other = tmp_path / "data.csv"
+    other = tmp_path / "data.txt"
     other.write_text("a,b\n")
-    with pytest.raises(DataError, match=r"data.csv is not a supported dataset: pass a \.npz file"):
+    with pytest.raises(DataError, match=r"data.txt is not a supported dataset: pass a \.npz file"):
+        load_dataset(other, Preprocessing())
+    other = other.rename(tmp_path / "data.csv")  # a .csv is a manifest (tests/test_manifest.py)
+    with pytest.raises(DataError, match=r"manifest data.csv has no file or label column"):
         load_dataset(other, Preprocessing())
     with pytest.raises(DataError, match="max_samples"):
         load_dataset(None, Preprocessing(), max_samples=0)

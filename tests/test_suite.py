@@ -225,6 +225,21 @@ def test_a_failed_run_is_recorded_the_suite_goes_on_and_retries_it_next_time(sui
     assert retry.calls == [bad]
 
 
+def test_a_run_recorded_before_a_setting_existed_is_still_finished(suite_file, tmp_path):
+    out = tmp_path / "o"
+    suite = load_suite(suite_file)
+    run_suite(suite, out, run_fn=FakeCompress(), log=lambda m: None)
+    first = suite.runs()[0]
+    report = out / "runs" / first.id / "report.json"
+    old = json.loads(report.read_text())
+    del old["config"]["data_options"]  # a report.json written before --window/--frame/--split-by existed
+    report.write_text(json.dumps(old))
+    cfg = run_config(first, out / "runs" / first.id, first.teacher.weights)
+    assert run_state(out / "runs" / first.id, cfg) == "finished"
+    cfg.data_options.frame = 1  # a real change still makes it stale
+    assert run_state(out / "runs" / first.id, cfg) == "stale"
+
+
 def test_an_edited_setting_reruns_only_its_runs_and_force_reruns_all(suite_file, tmp_path):
     out = tmp_path / "o"
     run_suite(load_suite(suite_file), out, run_fn=FakeCompress(), log=lambda m: None)

@@ -31,7 +31,7 @@ class OperatingPoint(str, Enum):
 def compress(
     task: str = typer.Option("classification", help="classification (N×K logits) or segmentation (N×K×H×W logits and masks; demo: synthetic ultrasound)."),
     teacher: Optional[str] = typer.Option(None, help="Teacher: .onnx, TorchScript .pt, torch.export .pt2, a pickled model (needs --trust-checkpoint), or timm:<arch> with --teacher-weights. Omit with --data to run the demo."),
-    data: Optional[Path] = typer.Option(None, help="Dataset: .npz in the MedMNIST layout, or a folder with train/ val/ test/ of class subfolders (segmentation: .npz with {split}_images/{split}_masks, or {split}/images/ + {split}/masks/)."),
+    data: Optional[Path] = typer.Option(None, help="Dataset: .npz in the MedMNIST layout, a folder with train/ val/ test/ of class subfolders, or a .csv/.json manifest (file,label[,split][,patient_id]) of images or DICOM files (or a folder holding one); segmentation: .npz with {split}_images/{split}_masks, or {split}/images/ + {split}/masks/."),
     target: str = typer.Option("intel-cpu", help="Target profile (see `edgekd targets list`)."),
     out: Path = typer.Option(Path("build"), help="Output folder for models and report."),
     teacher_weights: Optional[Path] = typer.Option(None, help="Weights for a timm teacher (.pt state_dict or .safetensors)."),
@@ -42,6 +42,10 @@ def compress(
     image_size: Optional[int] = typer.Option(None, help="Resize images to N×N (bilinear)."),
     mean: Optional[str] = typer.Option(None, help="Per-channel mean after scaling to [0,1] (default 0.5)."),
     std: Optional[str] = typer.Option(None, help="Per-channel std (default 0.5)."),
+    window: Optional[str] = typer.Option(None, help="DICOM window C,W (center,width, e.g. 40,400) for every file, or minmax (each image's own range); default: each file's VOI LUT or window, else its full stored range."),
+    frame: int = typer.Option(0, min=0, help="Frame of a multi-frame DICOM object (0: the first)."),
+    split_by: Optional[str] = typer.Option(None, help="Manifest column to split by, e.g. patient_id: seeded, stratified train/val/test that keep each patient on one side (file: each image alone)."),
+    split_fractions: Optional[str] = typer.Option(None, help="Train,val,test shares for --split-by (default 0.7,0.15,0.15)."),
     max_steps: Optional[int] = typer.Option(None, help="Distillation budget in optimizer steps (default: max(1500, 12 epochs), capped at 10000; prune fine-tunes, recovery and QAT get 8/30/10 % of it)."),
     augment: Optional[str] = typer.Option(None, help="Augmentation the teacher and student both see: medical (default: small affine, brightness, contrast, gamma, noise) or none."),
     allow_flips: bool = typer.Option(False, "--allow-flips", help="Also flip images left-right (off by default: anatomy has a left and a right)."),
@@ -91,6 +95,7 @@ def compress(
         if std is not None:
             pre = replace(pre, std=_floats(std, "--std"))
         cfg.preprocessing = pre
+        cfg.data_options = data_options(window, frame, split_by, split_fractions)
         _set(cfg.distill, student=student, student_weights=student_weights, max_steps=max_steps, temperature=temperature, alpha=alpha,
              augment=augment, mixup=mixup, teacher_mode=teacher_mode, feature_kd=feature_kd)
         cfg.distill.flips = allow_flips
@@ -122,6 +127,31 @@ def compress(
     if bundle.get("path"):
         shipped_as = out / (bundle.get("archive") or bundle["path"])
         console.print(f"  bundle: {shipped_as}  (check it with: edgekd verify {shipped_as})", highlight=False)
+
+
+def data_options(window: Optional[str], frame: int, split_by: Optional[str], split_fractions: Optional[str]):
+    """--window, --frame, --split-by and --split-fractions as a DataOptions (a bad value: one error line)."""
+    from ..config import DataOptions
+    from ..data.dicom import check_frame, check_window
+    from ..data.splits import check_fractions
+
+    opts = DataOptions(frame=check_frame(frame), split_by=split_by.strip() if split_by else None)
+    if window is not None:
+        if window.strip().lower() == "minmax":
+            opts.window = "minmax"
+        else:
+            parts = window.split(",")
+            try:
+                opts.window = check_window(tuple(float(x) for x in parts) if len(parts) == 2 else window)
+            except ValueError:
+                raise InputError(f"--window '{window}' must be C,W (center and width, e.g. 40,400) or minmax") from None
+    if split_fractions is not None:
+        try:
+            shares = tuple(float(x) for x in split_fractions.split(","))
+        except ValueError:
+            shares = split_fractions  # check_fractions names it and says what to pass
+        opts.split_fractions = check_fractions(shares)
+    return opts
 
 
 def _set(obj, **values) -> None:

@@ -178,8 +178,13 @@ def _decode(item: _Item, root: Path, channels: int) -> np.ndarray:
     return np.repeat(pixels[:, :, None], 3, axis=2)
 
 
-def _load_split(items: list[_Item], root: Path, split: str, pre: Preprocessing, out_hw: tuple[int, int]) -> Split:
-    """Decode and preprocess a split in batches of equal-sized images (one batch in memory)."""
+def _load_split(items: list[_Item], root: Path, split: str, pre: Preprocessing, out_hw: tuple[int, int],
+                decode=None) -> Split:
+    """Decode and preprocess a split in batches of equal-sized images (one batch in memory).
+
+    ``decode(item, root, channels)`` gives one image's 0-255 pixels (default: the image file's, :func:`_decode`).
+    """
+    decode = decode or _decode
     channels = int(pre.channels or 1)
     out = torch.empty((len(items), channels, *out_hw), dtype=torch.float32)
     batch: list[np.ndarray] = []
@@ -192,7 +197,7 @@ def _load_split(items: list[_Item], root: Path, split: str, pre: Preprocessing, 
             start, batch = start + len(batch), []
 
     for item in track(items, f"reading {split} images"):
-        pixels = _decode(item, root, channels)
+        pixels = decode(item, root, channels)
         if batch and (pixels.shape != batch[0].shape or len(batch) * pixels.size >= _BATCH_PIXELS):
             flush()
         batch.append(pixels)

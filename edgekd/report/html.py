@@ -278,7 +278,7 @@ def regenerate_html(report_path: Path, data_path: Path | None = None) -> Path:
     The data is loaded with the report's own preprocessing, ``max_samples`` and seed, and must
     have the sha256 the report recorded, so the thumbnails show the very cases listed.
     """
-    from ..config import Preprocessing
+    from ..config import DataOptions, Preprocessing
     from ..data import load_dataset
     from ..errors import InputError
 
@@ -288,7 +288,8 @@ def regenerate_html(report_path: Path, data_path: Path | None = None) -> Path:
         pre, cfg = report["preprocessing"], report["config"]
         data = load_dataset(data_path, Preprocessing(image_size=pre["image_size"], mean=tuple(pre["mean"]),
                                                      std=tuple(pre["std"])),
-                            max_samples=cfg.get("max_samples"), seed=cfg["seed"])
+                            max_samples=cfg.get("max_samples"), seed=cfg["seed"],
+                            options=DataOptions.from_dict(cfg.get("data_options")))
         if report["dataset"].get("sha256") and data.sha256 != report["dataset"]["sha256"]:
             raise InputError(f"{data_path} is not the data of {report_path} (sha256 differs): pass the dataset "
                              "the report was made from")

@@ -98,6 +98,8 @@ def run_state(run_dir: Path, cfg: CompressConfig) -> str:
         recorded = json.loads(report.read_text()).get("config", {})
     except (OSError, json.JSONDecodeError):
         return "stale"
+    # a setting added to CompressConfig after the run was recorded compares as its default (not as a change)
+    recorded = {**{k: v for k, v in CompressConfig().to_dict().items() if k not in recorded}, **recorded}
     return "finished" if _comparable(recorded) == _comparable(cfg.to_dict()) else "stale"
 
 

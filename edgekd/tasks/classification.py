@@ -34,7 +34,7 @@ class ClassificationTask(Task):
 
             log("no --teacher/--data: using the embedded demo (synthetic X-ray-like images, not real patients)")
             return demo_teacher_and_data(pre, seed=cfg.seed, max_samples=cfg.max_samples, log=log)
-        data = load_dataset(cfg.data, pre, max_samples=cfg.max_samples, seed=cfg.seed)
+        data = load_dataset(cfg.data, pre, max_samples=cfg.max_samples, seed=cfg.seed, options=cfg.data_options)
         return data, cfg.teacher, cfg.teacher_weights
 
     def load_teacher(self, spec, weights, cfg, data):
