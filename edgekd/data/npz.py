@@ -124,6 +124,9 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
         missing = [k for k in REQUIRED_KEYS if k not in archive.files]
         if missing:
             has = ", ".join(shown(k) for k in archive.files[:20]) or "nothing"
+            if all(f"{s}_masks" in archive.files for s in ("train", "val", "test")):
+                raise DataError(f"{path.name} holds segmentation masks ({{split}}_masks), not labels: add "
+                                "--task segmentation")
             raise DataError(
                 f"{path.name} is missing {', '.join(missing)} (it has: {has}); "
                 f"expected the MedMNIST layout: {LAYOUT}"

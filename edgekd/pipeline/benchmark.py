@@ -43,7 +43,7 @@ class BenchmarkStage(Stage):
                         evaluate=evaluate(teacher.metrics))
         budget = task.budget(profile, cfg)
         shipped, ship_info = task.choose(cands, profile, teacher.metrics, budget)
-        ship_info["budget_source"] = budget.source
+        ship_info["budget_source"] = {k: v for k, v in budget.source.items() if k in task.budgets}
         ship_info["teacher_candidate"] = teacher.name
         report = build_report(cfg, inp, cands, shipped, ship_info, run.stages, run.work, run.elapsed())
         bundle = None

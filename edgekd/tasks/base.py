@@ -21,6 +21,7 @@ class Task:
     name = ""
     section = ""  # report.json's key for the task's figures: "clinical" | "segmentation"
     sample_size = 300  # test images in the bundle's sample.npz
+    budgets: tuple[str, ...] = ()  # the profile's shipping budgets this task applies
 
     @property
     def objective(self):

@@ -13,6 +13,7 @@ from .base import Log, Task
 class ClassificationTask(Task):
     name = "classification"
     section = "clinical"
+    budgets = ("max_auc_drop", "max_sensitivity_drop")  # the shipping budgets that apply (report "budget_source")
     sample_size = 300
 
     @property
@@ -29,6 +30,8 @@ class ClassificationTask(Task):
     def load_data(self, cfg, pre, log: Log):
         from ..data import load_dataset
 
+        if str(cfg.teacher).startswith("smp:"):
+            raise TeacherError(f"--teacher {cfg.teacher} is a segmentation model: add --task segmentation")
         if cfg.teacher is None and cfg.data is None:
             from ..demo import demo_teacher_and_data
 

@@ -45,6 +45,7 @@ def _per_image(dice: np.ndarray) -> np.ndarray:
 class SegmentationTask(Task):
     name = "segmentation"
     section = "segmentation"
+    budgets = ("max_dice_drop",)
     sample_size = 64  # per-pixel logits: 64 images of 128×128×2 are 8 MB of expected outputs
 
     @property
