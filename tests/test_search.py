@@ -83,8 +83,8 @@ class Counting:
 
 
 def search(tmp_path, evaluate, **kw):
-    args = dict(fidelities=FIDELITIES, folder=tmp_path / "search", budget_s=600.0, budgets=BUDGETS, seed=0,
-                log=lambda msg: None)
+    args = {"fidelities": FIDELITIES, "folder": tmp_path / "search", "budget_s": 600.0, "budgets": BUDGETS,
+            "seed": 0, "log": lambda msg: None}
     return run_search(evaluate, SPACE, **{**args, **kw})
 
 
