@@ -279,3 +279,34 @@ def test_default_space_follows_the_profile() -> None:
     s.check()
     with pytest.raises(InputError, match="prune ratio"):
         SearchSpace(prune_ratios=(0.0, 0.99)).check()
+
+
+def test_a_configuration_as_compress_settings() -> None:
+    from edgekd.config import CompressConfig
+    from edgekd.search.adapt import compress_config
+
+    base = CompressConfig()
+    cfg, energy = compress_config(base, Config("lcnet_100", 6, 0.9, 0.8, "fp32"), 300)
+    assert (cfg.distill.student, cfg.distill.max_steps, cfg.prune.depth, cfg.prune.ratio) == ("lcnet_100", 300, 6, 0.9)
+    assert cfg.quant.enabled is False and energy == 0.8 and base.prune.ratio == 0.8  # the base is not changed
+    assert compress_config(base, Config("from-teacher", None, 0.0, None, "int8"), 10)[0].quant.enabled
+
+
+def test_a_trial_left_running_by_a_killed_process_is_run_again(tmp_path) -> None:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    res = search(tmp_path, Counting(), max_trials=3)
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "search" / "study.journal")))
+    study = optuna.load_study(study_name=res.study_name, storage=storage)
+    done = {t.config for t in res.trials}
+    left = next(c for c in (Config("big", d, r, None, "fp32") for d in (0, 6) for r in (0.0, 0.5, 0.9)) if c not in done)
+    study.enqueue_trial(left.to_dict())
+    trial = study.ask()  # as a process does just before it is killed: params drawn, state RUNNING
+    assert SPACE.suggest(trial) == left
+    ev = Counting()
+    again = search(tmp_path, ev, max_trials=5)
+    assert ev.calls[0] == (left, FIDELITIES[0])
+    assert left in {t.config for t in again.trials if t.state != "stopped"}
+

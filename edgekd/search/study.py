@@ -173,7 +173,7 @@ def run_search(
                                                           min_early_stopping_rate=0),
         )
     journal = EvaluationJournal(folder / EVALUATIONS_FILE, key)
-    requeued = _resume(optuna, study, list(first), log)
+    requeued = _resume(study, storage, list(first), log)
     spent_before = float(study.user_attrs.get("seconds", 0.0))
     start = clock()
     deadline = start + (budget_s - spent_before)
@@ -364,7 +364,7 @@ def _check_args(fidelities: Sequence[Any], budget_s: float, eta: int, max_trials
     return fid
 
 
-def _resume(optuna: Any, study: Any, first: list[Config], log: Callable[[str], None]) -> int:
+def _resume(study: Any, storage: Any, first: list[Config], log: Callable[[str], None]) -> int:
     """Mark trials a killed process left running as failed, and queue again every interrupted configuration."""
     from optuna.trial import TrialState
 
@@ -380,7 +380,7 @@ def _resume(optuna: Any, study: Any, first: list[Config], log: Callable[[str], N
     requeue = []
     for t in trials:
         if t.state == TrialState.RUNNING:  # its process was killed
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         interrupted = t.state in (TrialState.RUNNING, TrialState.FAIL) and "error" not in t.user_attrs
         stopped = t.state == TrialState.PRUNED and t.user_attrs.get("stopped")
         k = _key(t.params)
