@@ -27,6 +27,7 @@ from edgekd.search import (
 
 SPACE = SearchSpace(students=("big", "small"), prune_depths=(0, 6), prune_ratios=(0.0, 0.5, 0.9),
                     lowrank_energies=(None, 0.8), precisions=("fp32", "int8"))
+SMALL = SearchSpace(students=("big", "small"), prune_depths=(0, 6), prune_ratios=(0.0, 0.9), precisions=("fp32", "int8"))
 FIDELITIES = [10, 30, 90]  # "distillation steps"
 TEACHER = 0.95
 BUDGETS = Budgets(max_metric_drop=0.01, teacher_metric=TEACHER)
@@ -59,8 +60,8 @@ def fake(c: Config, fidelity: int) -> tuple[float, float, int, int]:
     return metric, latency(c), int(40_000 * (1 - c.prune_ratio)), int(1e7 * latency(c))
 
 
-def known_winner(budgets: Budgets = BUDGETS) -> Config:
-    configs = [Config(*v) for v in itertools.product(*(getattr(SPACE, d) for d in SPACE.DIMENSIONS))]
+def known_winner(budgets: Budgets = BUDGETS, space: SearchSpace = SPACE) -> Config:
+    configs = [Config(*v) for v in itertools.product(*(getattr(space, d) for d in space.DIMENSIONS))]
     inside = [c for c in configs if not budgets.violations(Evaluation.of(fake(c, FIDELITIES[-1])))]
     return min(inside, key=latency)
 
@@ -82,17 +83,18 @@ class Counting:
         return fake(c, fidelity)
 
 
-def search(tmp_path, evaluate, **kw):
+def search(tmp_path, evaluate, space: SearchSpace = SMALL, **kw):
+    """The search on the small space (16 configurations) unless told otherwise; quiet."""
     args = {"fidelities": FIDELITIES, "folder": tmp_path / "search", "budget_s": 600.0, "budgets": BUDGETS,
             "seed": 0, "log": lambda msg: None}
-    return run_search(evaluate, SPACE, **{**args, **kw})
+    return run_search(evaluate, space, **{**args, **kw})
 
 
 def test_finds_the_known_winner_and_prunes_on_the_way(tmp_path) -> None:
     winner = known_winner()
     assert winner == Config("small", 0, 0.9, None, "int8")  # the fake problem's answer (not a trap: look at it)
     ev = Counting()
-    res = search(tmp_path, ev)
+    res = search(tmp_path, ev, space=SPACE)
     assert res.chosen is not None and res.chosen.config == winner, res.reason
     assert res.chosen.fidelity == FIDELITIES[-1] and not res.chosen.violations
     assert "fastest of" in res.reason and winner.label() in res.reason
@@ -107,7 +109,7 @@ def test_finds_the_known_winner_and_prunes_on_the_way(tmp_path) -> None:
 
 def test_a_bigger_metric_budget_picks_a_different_winner(tmp_path) -> None:
     loose = Budgets(max_metric_drop=0.03, teacher_metric=TEACHER, max_size_mb=0.02)
-    res = search(tmp_path, Counting(), budgets=loose)
+    res = search(tmp_path, Counting(), space=SPACE, budgets=loose)
     assert res.chosen is not None and res.chosen.config == known_winner(loose)
 
 
@@ -147,15 +149,15 @@ def test_durations() -> None:
 
 
 def test_resume_after_an_interruption_reuses_every_finished_evaluation(tmp_path) -> None:
-    first = Counting(interrupt_at=25)
+    first = Counting(interrupt_at=13)
     with pytest.raises(KeyboardInterrupt):
         search(tmp_path, first)
-    assert len(first.calls) == 24
+    assert len(first.calls) == 12
     second = Counting()
     res = search(tmp_path, second)
     assert not set(first.calls) & set(second.calls)  # nothing evaluated twice
-    assert res.evaluations_reused >= 24 and res.evaluations_run == len(second.calls)
-    assert res.chosen is not None and res.chosen.config == known_winner()
+    assert res.evaluations_reused >= 12 and res.evaluations_run == len(second.calls)
+    assert res.chosen is not None and res.chosen.config == known_winner(space=SMALL)
     # the interrupted trial is the first one run again: its next evaluation is the first new call
     assert second.calls[0][0] == first.interrupted
     third = Counting()
@@ -178,7 +180,7 @@ def test_time_budget_stops_and_a_resume_continues_with_the_rest(tmp_path) -> Non
     more = Timed()
     res2 = search(tmp_path, more, budget_s=5000.0, clock=lambda: now[0])
     assert not set(short.calls) & set(more.calls)
-    assert res2.seconds_total == pytest.approx(now[0]) and res2.chosen.config == known_winner()
+    assert res2.seconds_total == pytest.approx(now[0]) and res2.chosen.config == known_winner(space=SMALL)
     spent = Timed()
     out = search(tmp_path, spent, budget_s=100.0, clock=lambda: now[0])  # this budget is already spent
     assert spent.calls == [] and out.stopped == "budget"
@@ -190,7 +192,7 @@ def test_failing_configurations_are_recorded_and_not_retried(tmp_path) -> None:
     failed = [t for t in res.trials if t.state == "failed"]
     assert failed and all(t.config.student == "big" and t.config.prune_ratio == 0.9 for t in failed)
     assert all("pruning could not reach" in t.error and "\n" not in t.error for t in failed)
-    assert res.chosen.config == known_winner()
+    assert res.chosen.config == known_winner(space=SMALL)
     again = Counting(fail="big")
     search(tmp_path, again)
     assert again.calls == []
@@ -301,10 +303,11 @@ def test_a_trial_left_running_by_a_killed_process_is_run_again(tmp_path) -> None
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "search" / "study.journal")))
     study = optuna.load_study(study_name=res.study_name, storage=storage)
     done = {t.config for t in res.trials}
-    left = next(c for c in (Config("big", d, r, None, "fp32") for d in (0, 6) for r in (0.0, 0.5, 0.9)) if c not in done)
+    left = next(c for c in (Config("big", d, r, None, p) for d in (0, 6) for r in (0.0, 0.9) for p in ("fp32", "int8"))
+                if c not in done)
     study.enqueue_trial(left.to_dict())
     trial = study.ask()  # as a process does just before it is killed: params drawn, state RUNNING
-    assert SPACE.suggest(trial) == left
+    assert SMALL.suggest(trial) == left
     ev = Counting()
     again = search(tmp_path, ev, max_trials=5)
     assert ev.calls[0] == (left, FIDELITIES[0])

@@ -398,8 +398,8 @@ def _finished_configs(optuna: Any, study: Any) -> set[str]:
     from optuna.trial import TrialState
 
     return {_key(t.params) for t in study.get_trials(deepcopy=False)
-            if t.state in (TrialState.COMPLETE, TrialState.FAIL) or
-            (t.state == TrialState.PRUNED and not t.user_attrs.get("stopped"))}
+            if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and "error" in t.user_attrs)
+            or (t.state == TrialState.PRUNED and not t.user_attrs.get("stopped"))}
 
 
 def _unexplored(space: SearchSpace, done: set[str], rng: random.Random) -> Config:
