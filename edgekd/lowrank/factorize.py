@@ -266,13 +266,12 @@ def _positions(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
 
 
 def _classifier_name(model: nn.Module) -> str | None:
-    from ..prune.pruner import _classifier_of
+    from ..distill.objective import CLASSIFICATION
 
     try:
-        head = _classifier_of(model)
+        return CLASSIFICATION.head_name(model)
     except InputError:
         return None
-    return next((n for n, m in model.named_modules() if m is head), None)
 
 
 def _example(example: torch.Tensor) -> torch.Tensor:
