@@ -65,6 +65,9 @@ def check_settings(cfg: CompressConfig) -> None:
         op = cfg.bench.operating_point
         raise InputError(f"unknown operating point '{op}'{did_you_mean(str(op), OPERATING_POINTS)}: "
                          f"use one of {', '.join(OPERATING_POINTS)}")
+    ri = cfg.bench.robust_images
+    if not isinstance(ri, int) or isinstance(ri, bool) or ri < 0:
+        raise InputError(f"robust_images must be an integer >= 0 (0: no robustness evaluation), got {ri!r}")
     for name in ("warmup", "iterations"):
         v = getattr(cfg.bench, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "warmup" else 1):
@@ -77,7 +80,10 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
 
     check_settings(cfg)
     profile = load_target(cfg.target)
-    shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop)  # bad budgets fail before any work
+    budget = shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop, cfg.max_robust_drop)  # fail early
+    if budget.max_robust_drop is not None and cfg.bench.robust_images == 0:
+        raise InputError("max_robust_drop needs the robustness evaluation, which bench.robust_images = 0 turns off: "
+                         "set robust_images > 0 or drop the budget")
     pre = cfg.preprocessing
     if pre.image_size is None and profile.input_size is not None:
         pre = replace(pre, image_size=profile.input_size)
