@@ -14,10 +14,11 @@ nearest neighbour); the photometric ones leave masks as they are.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,15 +37,18 @@ class Kind:
     values: tuple[float, float, float]  # the default value at severity 1, 2, 3 (mild → severe)
     text: str  # describe() template; {v} is the value
     geometric: bool = False  # moves pixels (and masks) rather than changing their values
+    random: bool = False  # draws from each image's Generator (noise, or the sign of a move)
     low: float = 0.0  # allowed values: low < v <= high
     high: float = math.inf
 
 
 KINDS: dict[str, Kind] = {
     "gaussian-noise": Kind("σ (pixel units)", (0.03, 0.06, 0.10),
-                           "additive Gaussian noise x + σ·n, n ~ N(0, 1) per pixel and channel, σ = {v} in [0,1] pixel units"),
+                           "additive Gaussian noise x + σ·n, n ~ N(0, 1) per pixel and channel, σ = {v} in [0,1] pixel units",
+                           random=True),
     "speckle": Kind("σ (relative)", (0.10, 0.20, 0.35),
-                    "multiplicative (speckle) noise x·(1 + σ·n), n ~ N(0, 1) per pixel and channel, σ = {v}"),
+                    "multiplicative (speckle) noise x·(1 + σ·n), n ~ N(0, 1) per pixel and channel, σ = {v}",
+                    random=True),
     "gaussian-blur": Kind("σ (share of the side)", (0.01, 0.02, 0.03),
                           "Gaussian blur, σ = {v} × the image side along each axis (σ_y = {v}·H, σ_x = {v}·W px), "
                           "kernel 2·ceil(3σ)+1 px per axis, reflected border (kornia.filters.gaussian_blur2d)"),
@@ -56,10 +60,10 @@ KINDS: dict[str, Kind] = {
                  low=0.0, high=100.0),
     "rotation": Kind("degrees", (5.0, 10.0, 15.0), "rotation by ±{v}° about the image centre (sign drawn per image; "
                                                     "kornia.geometry.rotate, bilinear, border repeated; masks nearest)",
-                     geometric=True, high=180.0),
+                     geometric=True, random=True, high=180.0),
     "translation": Kind("share of the side", (0.05, 0.10, 0.15),
                         "translation by ±round({v}·W) px across and ±round({v}·H) px down (signs drawn per image and axis; "
-                        "whole pixels, border repeated; masks moved the same)", geometric=True, high=0.5),
+                        "whole pixels, border repeated; masks moved the same)", geometric=True, random=True, high=0.5),
 }
 
 
@@ -93,9 +97,11 @@ class Shift:
 
     def describe(self) -> str:
         """Exactly what is done to each image (with the seeding), enough to reproduce it."""
-        return (f"{self.name}, severity {self.severity}: {KINDS[self.name].text.format(v=_num(self.value))}; "
-                "in [0,1] pixels (x·std + mean), clamped to [0,1], normalised again; randomness per image from "
-                "numpy PCG64(SeedSequence([seed, crc32(name), severity, index]))")
+        kind = KINDS[self.name]
+        return (f"{self.name}, severity {self.severity}: {kind.text.format(v=_num(self.value))}; "
+                "in [0,1] pixels (x·std + mean), clamped to [0,1], normalised again"
+                + ("; randomness per image from numpy PCG64(SeedSequence([seed, crc32(name), severity, index]))"
+                   if kind.random else "; no randomness"))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "severity": self.severity, "parameter": KINDS[self.name].parameter,
@@ -119,35 +125,48 @@ def image_rng(seed: int, shift: Shift, index: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(ss))
 
 
-def _channel_view(values: tuple[float, ...] | list[float] | float, c: int) -> torch.Tensor:
+def _channel_view(values: tuple[float, ...] | list[float] | float, c: int) -> np.ndarray:
     v = [float(values)] if isinstance(values, (int, float)) else [float(x) for x in values]
     if len(v) not in (1, c):
         raise InputError(f"mean/std have {len(v)} values for {c}-channel images: give 1 or {c}")
-    return torch.tensor(v * c if len(v) == 1 else v, dtype=torch.float32).view(1, c, 1, 1)
+    return np.asarray(v * c if len(v) == 1 else v, dtype=np.float32).reshape(1, c, 1, 1)
 
 
-def _as_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32) if not isinstance(images, torch.Tensor) else images)
+def _as_batch(images: np.ndarray | torch.Tensor) -> np.ndarray:
+    x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if x.ndim != 4:
         raise InputError(f"shifts take N×C×H×W batches, got shape {tuple(x.shape)}")
-    return x.float()
+    return x.astype(np.float32, copy=False)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch on one thread for the kornia calls: small ops on a shared, busy machine are many times
+    slower with a thread pool than without (and the result does not depend on it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- the shifts themselves
-# Each takes [0, 1] pixels N×C×H×W and one Generator per image, and returns pixels (not yet clamped).
+# Each takes [0, 1] pixels N×C×H×W (float32 numpy) and one Generator per image, and returns pixels
+# (not yet clamped). numpy does the elementwise work, kornia the filtering and resampling.
 
 
-def _gaussian_noise(pix: torch.Tensor, v: float, rngs: list[np.random.Generator]) -> torch.Tensor:
-    return pix + v * _normal(pix, rngs)
+def _gaussian_noise(pix: np.ndarray, v: float, rngs: list[np.random.Generator]) -> np.ndarray:
+    return pix + np.float32(v) * _normal(pix, rngs)
 
 
-def _speckle(pix: torch.Tensor, v: float, rngs: list[np.random.Generator]) -> torch.Tensor:
-    return pix * (1.0 + v * _normal(pix, rngs))
+def _speckle(pix: np.ndarray, v: float, rngs: list[np.random.Generator]) -> np.ndarray:
+    return pix * (1.0 + np.float32(v) * _normal(pix, rngs))
 
 
-def _normal(pix: torch.Tensor, rngs: list[np.random.Generator]) -> torch.Tensor:
+def _normal(pix: np.ndarray, rngs: list[np.random.Generator]) -> np.ndarray:
     shape = tuple(pix.shape[1:])
-    return torch.from_numpy(np.stack([r.standard_normal(shape, dtype=np.float32) for r in rngs]))
+    return np.stack([r.standard_normal(shape, dtype=np.float32) for r in rngs])
 
 
 def blur_sigmas(v: float, h: int, w: int) -> tuple[float, float]:
@@ -155,29 +174,30 @@ def blur_sigmas(v: float, h: int, w: int) -> tuple[float, float]:
     return v * h, v * w
 
 
-def _blur(pix: torch.Tensor, v: float, rngs: list[np.random.Generator]) -> torch.Tensor:
+def _blur(pix: np.ndarray, v: float, rngs: list[np.random.Generator]) -> np.ndarray:
     from kornia.filters import gaussian_blur2d
 
     h, w = pix.shape[-2:]
     sy, sx = blur_sigmas(v, h, w)
     # 2·ceil(3σ)+1 taps, at most 2·side − 1 (a reflected border needs the half-width below the side)
     ky, kx = (min(2 * math.ceil(3 * s) + 1, 2 * side - 1) for s, side in ((sy, h), (sx, w)))
-    return gaussian_blur2d(pix, (ky, kx), (sy, sx), border_type="reflect")
+    with _one_thread():
+        return gaussian_blur2d(torch.from_numpy(pix), (ky, kx), (sy, sx), border_type="reflect").numpy()
 
 
-def _contrast(pix: torch.Tensor, v: float, rngs: list[np.random.Generator]) -> torch.Tensor:
-    m = pix.mean(dim=(2, 3), keepdim=True)
-    return m + v * (pix - m)
+def _contrast(pix: np.ndarray, v: float, rngs: list[np.random.Generator]) -> np.ndarray:
+    m = pix.mean(axis=(2, 3), keepdims=True)
+    return m + np.float32(v) * (pix - m)
 
 
-def _gamma(pix: torch.Tensor, v: float, rngs: list[np.random.Generator]) -> torch.Tensor:
-    return pix.clamp(0.0, 1.0) ** v
+def _gamma(pix: np.ndarray, v: float, rngs: list[np.random.Generator]) -> np.ndarray:
+    return np.power(np.clip(pix, 0.0, 1.0), np.float32(v))
 
 
-def _jpeg(pix: torch.Tensor, v: float, rngs: list[np.random.Generator]) -> torch.Tensor:
+def _jpeg(pix: np.ndarray, v: float, rngs: list[np.random.Generator]) -> np.ndarray:
     from PIL import Image
 
-    u8 = np.clip(np.rint(pix.numpy() * 255.0), 0, 255).astype(np.uint8)
+    u8 = np.clip(np.rint(pix * 255.0), 0, 255).astype(np.uint8)
     out = np.empty(u8.shape, dtype=np.float32)
 
     def roundtrip(img: Image.Image) -> np.ndarray:
@@ -193,7 +213,7 @@ def _jpeg(pix: torch.Tensor, v: float, rngs: list[np.random.Generator]) -> torch
         else:
             for ch in range(im.shape[0]):
                 out[i, ch] = roundtrip(Image.fromarray(im[ch], mode="L"))
-    return torch.from_numpy(out)
+    return out
 
 
 def geometry(shift: Shift, seed: int, n: int, start: int, h: int, w: int) -> np.ndarray:
@@ -206,16 +226,17 @@ def geometry(shift: Shift, seed: int, n: int, start: int, h: int, w: int) -> np.
     return np.array([[dx * r.choice((-1.0, 1.0)), dy * r.choice((-1.0, 1.0))] for r in rngs], dtype=np.float32)
 
 
-def _move(x: torch.Tensor, shift: Shift, params: np.ndarray, mode: str) -> torch.Tensor:
+def _move(x: np.ndarray, shift: Shift, params: np.ndarray, mode: str) -> np.ndarray:
     from kornia.geometry.transform import rotate, translate
 
-    p = torch.from_numpy(params)
-    if shift.name == "rotation":
-        return rotate(x, p[:, 0], mode=mode, padding_mode=BORDER, align_corners=True)
-    return translate(x, p, mode=mode, padding_mode=BORDER, align_corners=True)
+    p, t = torch.from_numpy(params), torch.from_numpy(np.ascontiguousarray(x))
+    with _one_thread():
+        if shift.name == "rotation":
+            return rotate(t, p[:, 0], mode=mode, padding_mode=BORDER, align_corners=True).numpy()
+        return translate(t, p, mode=mode, padding_mode=BORDER, align_corners=True).numpy()
 
 
-PHOTOMETRIC: dict[str, Callable[[torch.Tensor, float, list[np.random.Generator]], torch.Tensor]] = {
+PHOTOMETRIC: dict[str, Callable[[np.ndarray, float, list[np.random.Generator]], np.ndarray]] = {
     "gaussian-noise": _gaussian_noise, "speckle": _speckle, "gaussian-blur": _blur, "contrast": _contrast,
     "gamma": _gamma, "jpeg": _jpeg,
 }
@@ -231,13 +252,13 @@ def shifted(images: np.ndarray | torch.Tensor, shift: Shift, seed: int, *, mean=
     x = _as_batch(images)
     n, c, h, w = x.shape
     m, s = _channel_view(mean, c), _channel_view(std, c)
-    pix = (x * s + m).clamp(0.0, 1.0)
+    pix = np.clip(x * s + m, 0.0, 1.0)
     if shift.geometric:
         pix = _move(pix, shift, geometry(shift, seed, n, start, h, w), "bilinear")
     else:
         rngs = [image_rng(seed, shift, start + i) for i in range(n)]
         pix = PHOTOMETRIC[shift.name](pix, float(shift.value), rngs)
-    return ((pix.clamp(0.0, 1.0) - m) / s).numpy().astype(np.float32, copy=False)
+    return ((np.clip(pix, 0.0, 1.0) - m) / s).astype(np.float32, copy=False)
 
 
 def shifted_masks(masks: np.ndarray | torch.Tensor, shift: Shift, seed: int, *, start: int = 0) -> np.ndarray:
@@ -249,6 +270,5 @@ def shifted_masks(masks: np.ndarray | torch.Tensor, shift: Shift, seed: int, *, 
     if not shift.geometric:
         return arr
     n, h, w = arr.shape
-    x = torch.from_numpy(arr.astype(np.float32))[:, None]
-    moved = _move(x, shift, geometry(shift, seed, n, start, h, w), "nearest")[:, 0]
-    return np.rint(moved.numpy()).astype(arr.dtype)
+    moved = _move(arr.astype(np.float32)[:, None], shift, geometry(shift, seed, n, start, h, w), "nearest")[:, 0]
+    return np.rint(moved).astype(arr.dtype)
