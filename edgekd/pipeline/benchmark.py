@@ -35,12 +35,21 @@ class BenchmarkStage(Stage):
         for c in cands:
             if c is not teacher:
                 measure(c, val, test, cfg.bench, inp.threads, reference=teacher.metrics, seed=cfg.seed, batch=batch)
-        budget = shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop)
+        robust = None
+        if cfg.bench.robust_images > 0:
+            from ..robust.candidates import evaluate_candidates
+
+            pre = data.preprocessing
+            robust = evaluate_candidates(teacher, cands, profile, {"val": val, "test": test}, mean=pre.mean,
+                                         std=pre.std, seed=cfg.seed, max_images=cfg.bench.robust_images, log=run.log)
+        budget = shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop, cfg.max_robust_drop)
         shipped, ship_info = choose_shipped(cands, profile, teacher.metrics, budget.max_auc_drop,
-                                            max_sensitivity_drop=budget.max_sensitivity_drop)
+                                            max_sensitivity_drop=budget.max_sensitivity_drop,
+                                            max_robust_drop=budget.max_robust_drop,
+                                            teacher_robustness=teacher.robustness)
         ship_info["budget_source"] = budget.source
         ship_info["teacher_candidate"] = teacher.name
-        report = build_report(cfg, inp, cands, shipped, ship_info, run.stages, run.work, run.elapsed())
+        report = build_report(cfg, inp, cands, shipped, ship_info, run.stages, run.work, run.elapsed(), robust=robust)
         bundle = None
         if shipped is not None:
             from ..bundle import bundle_entry, write_bundle

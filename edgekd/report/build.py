@@ -21,10 +21,11 @@ def training_section(cfg: CompressConfig, stages: dict) -> dict:
 
 
 def build_report(cfg: CompressConfig, inp, cands: list[Candidate], shipped: Candidate | None,
-                 ship_info: dict, stages: dict, work: Path, seconds: float) -> dict:
+                 ship_info: dict, stages: dict, work: Path, seconds: float, *, robust=None) -> dict:
     from ..measure.machine import machine_info
     from .clinical import clinical_section
     from .precision import precision_notes
+    from .robustness import robustness_section
     from .writer import SCHEMA_VERSION
 
     d, t = inp.data, inp.teacher
@@ -56,5 +57,6 @@ def build_report(cfg: CompressConfig, inp, cands: list[Candidate], shipped: Cand
         "clinical": clinical,
         "speedups": speedups(cands, shipped),
         "precision_notes": precision_notes(cands, inp.profile, shipped),
+        "robustness": robustness_section(robust, cands, shipped, ship_info),
         "seconds": seconds,
     }

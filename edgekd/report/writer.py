@@ -106,6 +106,9 @@ def markdown(report: dict) -> str:
         summary = ", ".join(f"{k} {_fmt(v, '.4g')}" for k, v in st.items() if not isinstance(v, (list, dict)))
         lines.append(f"- **{name}**: {summary}")
     lines += clinical_markdown(report)
+    from .robustness import markdown as robustness_markdown
+
+    lines += robustness_markdown(report)
     lines += device_section(report)
     if report.get("bundle"):
         lines += ["", "## Bundle", "", f"`{report['bundle']['path']}/`: " + ", ".join(report["bundle"]["files"]),
