@@ -146,3 +146,49 @@ def test_the_budget_needs_the_robustness_evaluation(tmp_path):
     cfg.bench.robust_images = -3
     with pytest.raises(InputError, match="robust_images must be an integer >= 0"):
         resolve_inputs(cfg, log=lambda m: None)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def test_the_report_section_table_and_plot_carry_the_same_numbers():
+    import numpy as np
+
+    from edgekd.metrics.classification import roc_auc
+    from edgekd.report import plots
+    from edgekd.report.html import robustness_html
+    from edgekd.report.robustness import markdown, robustness_section
+    from edgekd.robust import DEFAULT_SHIFTS
+    from edgekd.robust.candidates import RobustRun
+    from edgekd.robust.evaluate import robustness_of
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(12, int), np.ones(12, int)]
+    x = (rng.random((24, 1, 12, 12), dtype=np.float32) + labels[:, None, None, None] * 0.3 - 0.5) / 0.5
+
+    def model(scale):
+        return lambda b: np.stack([np.zeros(len(b)), scale * b[:, :, 4:8, 4:8].mean(axis=(1, 2, 3))], axis=1)
+
+    teacher, student = cand("teacher", 1.0, 0, 0), cand("student", 0.1, 0, 0)
+    teacher.role = "baseline"
+    for split in ("val", "test"):
+        res = robustness_of({"teacher": model(1.0), "student": model(2.0)}, x, labels, roc_auc, DEFAULT_SHIFTS, 0,
+                            metric="auc")
+        teacher.robustness = {**(teacher.robustness or {}), split: res["teacher"]}
+        student.robustness = {**(student.robustness or {}), split: res["student"]}
+    run = RobustRun(("teacher", "student"), {"val": 24, "test": 24}, {"val": 24, "test": 30}, 1.5, DEFAULT_SHIFTS, 0, "auc")
+    sec = robustness_section(run, [teacher, student], student, {"max_robust_drop": 0.02, "rejected_for_robustness": []})
+    assert sec["shown"] == "student" and len(sec["shifts"]) == 24 and sec["images"]["test"] == 24
+    t = sec["candidates"]["teacher"]["test"]
+    assert t["mean_drop"] == pytest.approx(teacher.robustness["test"].mean_drop)
+    report = {"robustness": sec}
+    md = "\n".join(markdown(report))
+    noise3 = t["scores"][2]
+    assert noise3["shift"] == "gaussian-noise" and noise3["severity"] == 3
+    assert f"| gaussian-noise | 3 | σ (pixel units) 0.1 | {noise3['metric']:.4f} | {noise3['drop']:+.4f} |" in md
+    assert f"| teacher | {sec['candidates']['teacher']['val']['mean_drop']:+.4f} | {t['mean_drop']:+.4f} |" in md
+    page = robustness_html(report)
+    assert 'id="robustness"' in page and 'id="fig-robustness"' in page and f"{noise3['metric']:.4f}" in page
+    curves = plots.robustness_curves(report)
+    assert curves["gaussian-noise"]["teacher"] == [t["clean"]] + [s["metric"] for s in t["scores"][:3]]
+    assert markdown({"robustness": None}) == [] and robustness_html({}) == ""

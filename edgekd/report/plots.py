@@ -188,7 +188,8 @@ def fig_robustness(report: dict):
         ax.set_xlabel("severity (0: clean)", fontsize=8)
         ax.grid(alpha=0.3)
     axes.flat[0].set_ylabel(f"test {str(sec.get('metric', 'metric')).upper()}")
-    if kinds:
-        axes.flat[0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
