@@ -4,6 +4,7 @@ it on test too (else nothing ships); bad values fail with one line, from the pro
 and the command line alike."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace as NS
 
 import pytest
@@ -123,7 +124,7 @@ def test_bad_profile_values_fail_with_the_key(text):
 def test_every_bundled_profile_states_the_budget_and_leaves_it_off():
     for name in list_targets():
         profile = load_target(name)
-        assert "max_robust_drop:" in open(profile.source).read(), name
+        assert "max_robust_drop:" in Path(profile.source).read_text(), name
         assert profile.max_robust_drop is None, name
 
 

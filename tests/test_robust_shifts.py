@@ -8,7 +8,14 @@ import pytest
 
 import edgekd  # noqa: F401  (before kornia/timm: edgekd._compat)
 from edgekd.errors import InputError
-from edgekd.robust import DEFAULT_SHIFTS, KINDS, Shift, robustness, shifted, shifted_masks
+from edgekd.robust import (
+    DEFAULT_SHIFTS,
+    KINDS,
+    Shift,
+    robustness,
+    shifted,
+    shifted_masks,
+)
 from edgekd.robust.evaluate import robustness_of, subset
 
 MEAN, STD = (0.5,), (0.5,)
