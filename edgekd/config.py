@@ -116,6 +116,9 @@ class BenchConfig:
     bootstrap_resamples: int = 1000  # seeded percentile bootstrap of the test AUC (95 % CI); 0 disables
     batch: int | None = None  # second latency batch besides 1; None: the target profile's batch
     memory: bool = True  # peak memory of each ONNX Runtime / OpenVINO session, in a child process
+    # robustness under acquisition shift (edgekd.robust): val and test images scored per shift (a seeded
+    # subset when a split is larger); 0: not evaluated (then --max-robust-drop cannot be used)
+    robust_images: int = 512
 
 
 @dataclass
@@ -140,6 +143,7 @@ class CompressConfig:
     max_sensitivity_drop: float | None = None  # test sensitivity >= teacher sensitivity - this
     max_dice_drop: float | None = None  # segmentation: test mean Dice >= teacher mean Dice - this
     task: str = "classification"  # "classification" (N×K logits) or "segmentation" (N×K×H×W, masks)
+    max_robust_drop: float | None = None  # mean drop under shift <= the teacher's + this (the profile's; off there by default)
     seed: int = 0
     overwrite: bool = False  # replace an existing --out directory
     max_samples: int | None = None  # cap each split (quick runs and tests); None uses everything

@@ -66,6 +66,9 @@ def check_settings(cfg: CompressConfig) -> None:
         op = cfg.bench.operating_point
         raise InputError(f"unknown operating point '{op}'{did_you_mean(str(op), OPERATING_POINTS)}: "
                          f"use one of {', '.join(OPERATING_POINTS)}")
+    ri = cfg.bench.robust_images
+    if not isinstance(ri, int) or isinstance(ri, bool) or ri < 0:
+        raise InputError(f"robust_images must be an integer >= 0 (0: no robustness evaluation), got {ri!r}")
     for name in ("warmup", "iterations"):
         v = getattr(cfg.bench, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "warmup" else 1):
@@ -80,7 +83,10 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     check_settings(cfg)
     task.check_settings(cfg)
     profile = load_target(cfg.target)
-    task.budget(profile, cfg)  # bad budgets fail before any work
+    budget = task.budget(profile, cfg)  # bad budgets fail before any work
+    if budget.max_robust_drop is not None and cfg.bench.robust_images == 0:
+        raise InputError("max_robust_drop needs the robustness evaluation, which bench.robust_images = 0 turns off: "
+                         "set robust_images > 0 or drop the budget")
     pre = cfg.preprocessing
     if pre.image_size is None and profile.input_size is not None:
         pre = replace(pre, image_size=profile.input_size)

@@ -15,6 +15,7 @@ import numpy as np
 from .errors import NotShippedError
 from .measure.candidates import Candidate
 from .metrics.classification import Metrics
+from .robust.budget import RobustFloor
 from .targets import TargetProfile
 
 TEACHER_REFERENCES = ("teacher-torch-fp32", "teacher-onnxruntime-fp32")  # in order of preference
@@ -91,7 +92,8 @@ class Floors:
 
 
 def choose_shipped(cands: list[Candidate], profile: TargetProfile, teacher: Metrics, max_drop: float, *,
-                   max_sensitivity_drop: float | None = None) -> tuple[Candidate | None, dict]:
+                   max_sensitivity_drop: float | None = None, max_robust_drop: float | None = None,
+                   teacher_robustness: dict | None = None) -> tuple[Candidate | None, dict]:
     """The fastest deployable student inside both budgets **on val**, then confirmed once on test.
 
     ``teacher`` is the teacher's Metrics (``val_auc``/``val_sensitivity`` for the choice,
@@ -100,31 +102,43 @@ def choose_shipped(cands: list[Candidate], profile: TargetProfile, teacher: Metr
     sensitivity - ``max_sensitivity_drop``. Fastest by measured p50; device-built (TensorRT)
     targets take the profile's precision order. Only the chosen model is then checked on test
     against the same budgets: when that fails nothing ships (no fallback to another candidate,
-    which would be choosing on test again).
+    which would be choosing on test again). With ``max_robust_drop`` (off when None), a candidate's
+    mean drop under shift (``Candidate.robustness``) must also stay <= the teacher's
+    (``teacher_robustness``) + ``max_robust_drop``, on val for the choice and on test to confirm.
     """
     val = Floors.of("val", teacher.val_auc, max_drop, teacher.val_sensitivity, max_sensitivity_drop)
     test = Floors.of("test", teacher.auc, max_drop, teacher.sensitivity, max_sensitivity_drop)
-    chosen, info = choose_on_val(cands, profile, val, max_drop, max_sensitivity_drop)
+    robust_val = RobustFloor.of("val", teacher_robustness, max_robust_drop)
+    robust_test = RobustFloor.of("test", teacher_robustness, max_robust_drop)
+    chosen, info = choose_on_val(cands, profile, val, max_drop, max_sensitivity_drop, robust=robust_val)
     info.update({
         "teacher_auc": test.teacher_auc, "min_auc": test.min_auc, "max_auc_drop": max_drop,
         "teacher_sensitivity": test.teacher_sensitivity, "min_sensitivity": test.min_sensitivity,
         "max_sensitivity_drop": max_sensitivity_drop,
+        "max_robust_drop": max_robust_drop, "teacher_val_robust_mean_drop": robust_val.teacher_mean_drop,
+        "max_val_robust_mean_drop": robust_val.max_mean_drop, "teacher_robust_mean_drop": robust_test.teacher_mean_drop,
+        "max_robust_mean_drop": robust_test.max_mean_drop,
     })
-    info["rule"] += f"; then only that model is confirmed on test: {test.text(max_drop, max_sensitivity_drop)}"
+    info["rule"] += (f"; then only that model is confirmed on test: {test.text(max_drop, max_sensitivity_drop)}"
+                     f"{robust_test.text()}")
     if chosen is None:
         return None, info
     info["confirmation"] = confirm_on_test(chosen, test)
+    if robust_test.active:
+        info["confirmation"].update(robust_test.confirmation(chosen))
+        info["confirmation"]["confirmed"] = info["confirmation"]["confirmed"] and robust_test.ok(chosen)
     info["confirmed"] = info["confirmation"]["confirmed"]
     if not info["confirmed"]:
-        info["reason"] = (f"{chosen.name} was chosen on val ({val.describe(chosen.metrics)}) but not confirmed "
-                          f"on test: {test.describe(chosen.metrics)}; no other candidate is tried on test")
+        info["reason"] = (f"{chosen.name} was chosen on val ({val.describe(chosen.metrics)}{robust_val.describe(chosen)}) "
+                          f"but not confirmed on test: {test.describe(chosen.metrics)}{robust_test.describe(chosen)}; "
+                          "no other candidate is tried on test")
         return None, info
-    info["reason"] += f"; confirmed on test: {test.describe(chosen.metrics)}"
+    info["reason"] += f"; confirmed on test: {test.describe(chosen.metrics)}{robust_test.describe(chosen)}"
     return chosen, info
 
 
 def choose_on_val(cands: list[Candidate], profile: TargetProfile, val: Floors, max_drop: float,
-                  max_sensitivity_drop: float | None) -> tuple[Candidate | None, dict]:
+                  max_sensitivity_drop: float | None, *, robust: RobustFloor | None = None) -> tuple[Candidate | None, dict]:
     """The shipping choice on val figures alone; the info dict says what was eligible and why."""
     from .lower import backend_info
 
@@ -133,17 +147,22 @@ def choose_on_val(cands: list[Candidate], profile: TargetProfile, val: Floors, m
                   and c.precision in profile.precisions and (c.latency is not None or device_built)]
     auc_ok = [c for c in deployable if c.metrics is not None and val.metric_ok(c.metrics)]
     eligible = [c for c in auc_ok if val.sensitivity_ok(c.metrics)]
-    budget = val.text(max_drop, max_sensitivity_drop)
+    robust = robust or RobustFloor.of("val", None, None)
+    rejected_robust = [c for c in eligible if not robust.ok(c)]  # inside the other budgets, outside this one
+    eligible = [c for c in eligible if c not in rejected_robust]
+    budget = val.text(max_drop, max_sensitivity_drop) + robust.text()
     info = {
         "chosen_on": "val",
         "rule": f"fastest {profile.runtime} student with {budget}",
         **val.record(),
         "deployable": [c.name for c in deployable], "eligible": [c.name for c in eligible],
-        "rejected_for_sensitivity": [c.name for c in auc_ok if c not in eligible],
+        "rejected_for_sensitivity": [c.name for c in auc_ok if c not in eligible and c not in rejected_robust],
+        "rejected_for_robustness": [c.name for c in rejected_robust],
         "chosen": None, "val": None, "confirmation": None, "confirmed": False,
     }
     if not eligible:
-        info["reason"] = _not_shipped_reason(profile, deployable, auc_ok, val, max_drop)
+        info["reason"] = (robust.refused(profile.runtime, rejected_robust) if rejected_robust
+                          else _not_shipped_reason(profile, deployable, auc_ok, val, max_drop))
         return None, info
     if device_built:
         order = list(profile.precisions)
@@ -152,13 +171,13 @@ def choose_on_val(cands: list[Candidate], profile: TargetProfile, val: Floors, m
                         f"profile's order {order} with {budget}")
         info["reason"] = (
             f"{chosen.precision} is the profile's preferred precision among {len(eligible)} eligible on val; "
-            f"{val.describe(chosen.metrics)} measured with ONNX Runtime "
+            f"{val.describe(chosen.metrics)}{robust.describe(chosen)} measured with ONNX Runtime "
             f"on the file the engine is built from; device latency: run the bundle's runner and `edgekd report --merge`"
         )
     else:
         chosen = min(eligible, key=lambda c: c.latency.p50)
         info["reason"] = (f"fastest of {len(eligible)} eligible on val: p50 {chosen.latency.p50:.3f} ms, "
-                          f"{val.describe(chosen.metrics)}")
+                          f"{val.describe(chosen.metrics)}{robust.describe(chosen)}")
     info["chosen"], info["val"] = chosen.name, val.chosen(chosen.metrics)
     return chosen, info
 

@@ -35,6 +35,8 @@ class TargetProfile:
     max_auc_drop: float = 0.01  # shipping budget: test AUC >= teacher AUC - this (--max-auc-drop overrides)
     max_sensitivity_drop: float = 0.02  # shipping budget: test sensitivity >= teacher's - this (--max-sensitivity-drop)
     max_dice_drop: float = 0.01  # segmentation's budget: test mean Dice >= teacher's - this (--max-dice-drop)
+    # shipping budget: mean drop under acquisition shift <= the teacher's + this (--max-robust-drop); None: off
+    max_robust_drop: float | None = None
     jetpack: str | None = None  # NVIDIA JetPack release on the device (Jetson targets)
     tensorrt: str | None = None  # TensorRT major.minor on the device: engines are built there, for that version
     python: str | None = None  # Python on the device (the runner must run there)
@@ -56,20 +58,24 @@ class Budget:
     max_sensitivity_drop: float  # ... and test sensitivity >= teacher sensitivity - this
     source: dict[str, str] = field(default_factory=dict)  # per budget: "profile" or "option"
     max_dice_drop: float = 0.01  # segmentation: test mean Dice >= teacher mean Dice - this
+    max_robust_drop: float | None = None  # ... and mean drop under shift <= the teacher's + this (None: no such rule)
 
 
 def shipping_budget(profile: TargetProfile, max_auc_drop: float | None = None,
-                    max_sensitivity_drop: float | None = None, max_dice_drop: float | None = None) -> Budget:
+                    max_sensitivity_drop: float | None = None, max_dice_drop: float | None = None,
+                    max_robust_drop: float | None = None) -> Budget:
     """The profile's budgets with the options that were given (not None) in their place."""
     from .errors import InputError
 
     values, source = {}, {}
     for key, option in (("max_auc_drop", max_auc_drop), ("max_sensitivity_drop", max_sensitivity_drop),
-                        ("max_dice_drop", max_dice_drop)):
+                        ("max_dice_drop", max_dice_drop), ("max_robust_drop", max_robust_drop)):
         flag = "--" + key.replace("_", "-")
-        if option is not None and not -1 <= option <= 1:
+        if option is not None and (not isinstance(option, (int, float)) or isinstance(option, bool)
+                                   or not -1 <= option <= 1):
             raise InputError(f"{flag} {option} must be in [-1, 1] (e.g. 0.01; negative: must beat the teacher)")
-        values[key] = float(getattr(profile, key) if option is None else option)
+        value = getattr(profile, key) if option is None else option
+        values[key] = None if value is None else float(value)
         source[key] = "profile" if option is None else "option"
     return Budget(**values, source=source)
 
@@ -201,6 +207,12 @@ def parse_profile(text: str, *, source: str | os.PathLike | None = None) -> Targ
     for key in ("max_auc_drop", "max_sensitivity_drop", "max_dice_drop"):
         if key in v and (not isinstance(v[key], (int, float)) or isinstance(v[key], bool) or not -1 <= v[key] <= 1):
             raise bad(key, "a number in [-1, 1] (e.g. 0.01; negative: the student must beat the teacher)")
+    if v.get("max_robust_drop") is not None and (
+        not isinstance(v["max_robust_drop"], (int, float)) or isinstance(v["max_robust_drop"], bool)
+        or not -1 <= v["max_robust_drop"] <= 1
+    ):
+        raise bad("max_robust_drop", "null (off) or a number in [-1, 1] (e.g. 0.02: at most 0.02 more mean AUC drop "
+                                     "under shift than the teacher)")
     if v.get("workspace_mb") is not None and (
         not isinstance(v["workspace_mb"], int) or isinstance(v["workspace_mb"], bool) or v["workspace_mb"] < 16
     ):

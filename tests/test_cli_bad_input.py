@@ -172,6 +172,8 @@ CASES = [
     Case("zero-std", "--std 0", "--teacher teacher.onnx --data ok.npz --std 0", "> 0"),
     Case("max-samples", "--max-samples 0", "--teacher teacher.onnx --data ok.npz --max-samples 0", "positive"),
     Case("max-auc-drop", "--max-auc-drop 5", "--teacher teacher.onnx --data ok.npz --max-auc-drop 5", "[-1, 1]"),
+    Case("max-robust-drop", "--max-robust-drop 5", "--teacher teacher.onnx --data ok.npz --max-robust-drop 5",
+         "[-1, 1]"),
     Case("unknown-student", "misspelt student", "--teacher teacher.onnx --data ok.npz --student mobilenetv3_smal_050",
          "did you mean"),
     Case("unknown-target", "misspelt target", "--teacher teacher.onnx --data ok.npz --target intel-cpus",

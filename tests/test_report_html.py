@@ -230,7 +230,8 @@ def test_report_json_schema_3_holds_only_a_bounded_share_of_the_test_outputs(run
     assert by[teacher]["metrics"]["operating_point"] == "youden"
     assert by[report["shipped"]]["metrics"]["operating_point"] == "teacher-sensitivity"
     assert by[report["shipped"]]["metrics"]["val_sensitivity"] >= cl["operating_point"]["teacher_val_sensitivity"]
-    assert report["shipping"]["budget_source"] == {"max_auc_drop": "option", "max_sensitivity_drop": "option"}
+    assert report["shipping"]["budget_source"] == {"max_auc_drop": "option", "max_sensitivity_drop": "option",
+                                                   "max_robust_drop": "profile"}
 
 
 def test_the_page_is_regenerated_from_report_json_and_the_data(run, tmp_path):

@@ -63,6 +63,7 @@ def compress(
     max_auc_drop: Optional[float] = typer.Option(None, help="Ship only candidates with test AUC >= teacher AUC - this (default: the target's, 0.01)."),
     max_sensitivity_drop: Optional[float] = typer.Option(None, help="...and test sensitivity >= teacher sensitivity - this (default: the target's, 0.02)."),
     max_dice_drop: Optional[float] = typer.Option(None, help="Segmentation: ship only candidates with test mean Dice >= teacher Dice - this (default: the target's, 0.01)."),
+    max_robust_drop: Optional[float] = typer.Option(None, help="...and mean AUC drop under acquisition shift <= the teacher's + this, on val then test (default: the target's, off)."),
     operating_point: OperatingPoint = typer.Option(OperatingPoint.teacher_sensitivity, case_sensitive=False, help="Binary threshold chosen on val: teacher-sensitivity (hold the teacher's val sensitivity) or youden (each model's Youden's J)."),
     threads: Optional[int] = typer.Option(None, help="Threads for latency figures (default from the target)."),
     iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure, fixed (default: at least 200, more until the median is stable)."),
@@ -87,6 +88,7 @@ def compress(
         cfg = CompressConfig(target=target, out=out, teacher=teacher, teacher_weights=teacher_weights,
                              trust_checkpoint=trust_checkpoint, data=data, unlabelled=unlabelled, max_auc_drop=max_auc_drop,
                              max_sensitivity_drop=max_sensitivity_drop, max_dice_drop=max_dice_drop, task=task,
+                             max_robust_drop=max_robust_drop,
                              seed=seed, overwrite=overwrite, max_samples=max_samples,
                              cache_dir=cache_dir, force=force, archive=archive)
         pre = Preprocessing(image_size=image_size)

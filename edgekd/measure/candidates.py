@@ -32,6 +32,7 @@ class Candidate:
     latency: Any = None  # edgekd.measure.latency.Latency, batch 1
     latency_batch: Any = None  # the same at the target profile's batch (None when that is 1)
     memory: Any = None  # edgekd.measure.memory.SessionMemory (ONNX Runtime / OpenVINO sessions)
+    robustness: dict | None = None  # {"val", "test"}: edgekd.robust.Robustness under acquisition shift, when evaluated
     notes: list[str] = field(default_factory=list)
     timed: bool = True  # False for simulated models (NNCF fake-quant in torch): metrics only, no latency
 

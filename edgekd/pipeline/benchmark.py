@@ -41,11 +41,18 @@ class BenchmarkStage(Stage):
             if c is not teacher:
                 measure(c, val, test, cfg.bench, inp.threads, reference=teacher.metrics, seed=cfg.seed, batch=batch,
                         evaluate=evaluate(teacher.metrics))
+        robust = None
+        if cfg.bench.robust_images > 0 and task.robustness:
+            from ..robust.candidates import evaluate_candidates
+
+            pre = data.preprocessing
+            robust = evaluate_candidates(teacher, cands, profile, {"val": val, "test": test}, mean=pre.mean,
+                                         std=pre.std, seed=cfg.seed, max_images=cfg.bench.robust_images, log=run.log)
         budget = task.budget(profile, cfg)
         shipped, ship_info = task.choose(cands, profile, teacher.metrics, budget)
         ship_info["budget_source"] = {k: v for k, v in budget.source.items() if k in task.budgets}
         ship_info["teacher_candidate"] = teacher.name
-        report = build_report(cfg, inp, cands, shipped, ship_info, run.stages, run.work, run.elapsed())
+        report = build_report(cfg, inp, cands, shipped, ship_info, run.stages, run.work, run.elapsed(), robust=robust)
         bundle = None
         if shipped is not None:
             from ..bundle import bundle_entry, write_bundle

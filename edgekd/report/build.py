@@ -21,9 +21,10 @@ def training_section(cfg: CompressConfig, stages: dict, metric: str = "AUC") -> 
 
 
 def build_report(cfg: CompressConfig, inp, cands: list[Candidate], shipped: Candidate | None,
-                 ship_info: dict, stages: dict, work: Path, seconds: float) -> dict:
+                 ship_info: dict, stages: dict, work: Path, seconds: float, *, robust=None) -> dict:
     from ..measure.machine import machine_info
     from .precision import precision_notes
+    from .robustness import robustness_section
     from .writer import SCHEMA_VERSION
 
     d, t = inp.data, inp.teacher
@@ -54,5 +55,6 @@ def build_report(cfg: CompressConfig, inp, cands: list[Candidate], shipped: Cand
         task.section: section,  # "clinical" (classification) or "segmentation"
         "speedups": speedups(cands, shipped),
         "precision_notes": precision_notes(cands, inp.profile, shipped),
+        "robustness": robustness_section(robust, cands, shipped, ship_info),
         "seconds": seconds,
     }

@@ -193,6 +193,34 @@ def per_class_section(report: dict) -> str:
         ["class", "test cases", "AUC", "sensitivity", "specificity"], rows, ' id="per-class"')
 
 
+def robustness_html(report: dict) -> str:
+    """The robustness table and plot (every figure from report.json "robustness"); empty when not evaluated."""
+    from .robustness import RULE, table_rows
+
+    sec = report.get("robustness")
+    if not sec:
+        return ""
+    teacher, shown, metric = sec["teacher"], sec.get("shown"), sec["metric"].upper()
+    rows = []
+    for name, sev, par, t, s in table_rows(sec):  # report.json robustness.candidates[..]["test"]: clean, scores[i]
+        rows.append("<tr>" + _cell(name, cls="") + _cell(sev) + _cell(par, cls="")
+                    + _cell(_fmt(t and t["metric"], ".4f")) + _cell(_fmt(t and t["drop"], "+.4f"))
+                    + _cell(_fmt(s and s["metric"], ".4f")) + _cell(_fmt(s and s["drop"], "+.4f")) + "</tr>")
+    means = [f"<li><code>{escape(n)}</code>: mean drop val {_fmt((r.get('val') or {}).get('mean_drop'), '+.4f')}, "
+             f"test {_fmt((r.get('test') or {}).get('mean_drop'), '+.4f')}</li>" for n, r in sec["candidates"].items()]
+    desc = "".join(f"<li><code>{escape(s['name'])}@{s['severity']}</code>: {escape(s['description'])}</li>"
+                   for s in sec["shifts"])
+    return ("<h2>Robustness under acquisition shift (test)</h2>"
+            f"<p class='muted'>{escape(RULE)}; {sec['images'].get('test')} of {sec['available'].get('test')} test images, "
+            f"seed {sec['seed']}, {sec['seconds']:.1f} s; max_robust_drop {escape(str(sec.get('max_robust_drop')))}</p>"
+            + _table(["shift", "severity", "parameter", f"teacher {metric}", "drop", f"{shown or '—'} {metric}", "drop"],
+                     rows, ' id="robustness"')
+            + f"<ul>{''.join(means)}</ul>"
+            + _figure(plots.fig_robustness(report), "fig-robustness",
+                      f"Test {metric} against severity (0: clean) per shift; grey: teacher {teacher}, red: {shown}.")
+            + f"<details><summary>Shifts, exactly</summary><ul>{desc}</ul></details>")
+
+
 def machine_section(report: dict) -> str:
     mach, teacher, ds = report["machine"], report["teacher"], report["dataset"]
     rows = [("CPU", f"{mach['cpu']} ({', '.join(mach['isa']) or 'no SIMD flags read'})"),
@@ -258,6 +286,7 @@ def render_html(report: dict, test_images: np.ndarray | None = None, out: Path |
             figures(report),
             "<h2>Where the shipped model and the teacher disagree</h2>", disagreement_section(report, test_images),
             per_class_section(report),
+            robustness_html(report),
             "<h2>Machine and versions</h2>", machine_section(report),
         ]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

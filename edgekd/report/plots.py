@@ -151,3 +151,45 @@ def fig_waterfall(report: dict):
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def robustness_curves(report: dict, split: str = "test") -> dict[str, dict[str, list[float]]]:
+    """Per shift kind, per model (teacher and shown student): the metric at severity 0 (clean), 1, 2, 3."""
+    sec = report.get("robustness") or {}
+    out: dict[str, dict[str, list[float]]] = {}
+    for name in (sec.get("teacher"), sec.get("shown")):
+        r = (sec.get("candidates", {}).get(name) or {}).get(split) if name else None
+        if not r:
+            continue
+        for score in r["scores"]:
+            curve = out.setdefault(score["shift"], {}).setdefault(name, [r["clean"]])
+            curve.append(score["metric"])
+    return out
+
+
+def fig_robustness(report: dict):
+    """Test metric against severity (0: clean) for each shift kind: teacher grey, the shipped (or shown) model red."""
+    plt = _plt()
+    sec = report.get("robustness") or {}
+    curves = robustness_curves(report)
+    kinds = list(curves)
+    cols = 4
+    rows = max(1, -(-len(kinds) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 2.6 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(kinds):]:
+        ax.set_visible(False)
+    for ax, kind in zip(axes.flat, kinds):
+        for name, values in curves[kind].items():
+            teacher = name == sec.get("teacher")
+            ax.plot(range(len(values)), values, "o-" if teacher else "s--", color=TEACHER_COLOR if teacher else SHIPPED_COLOR,
+                    lw=1.6, ms=4, label=name, gid=f"robust:{kind}:{name}")
+        ax.set_title(kind, fontsize=9)
+        ax.set_xticks(range(4))
+        ax.set_xlabel("severity (0: clean)", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel(f"test {str(sec.get('metric', 'metric')).upper()}")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig

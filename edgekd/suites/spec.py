@@ -69,6 +69,8 @@ SETTINGS: dict[str, tuple[str | None, str, str]] = {
     "std": ("preprocessing", "std", "floats"),
     "max_auc_drop": (None, "max_auc_drop", "float"),
     "max_sensitivity_drop": (None, "max_sensitivity_drop", "float"),
+    "max_robust_drop": (None, "max_robust_drop", "float"),
+    "robust_images": ("bench", "robust_images", "int"),
     "operating_point": ("bench", "operating_point", "str"),
     "seed": (None, "seed", "int"),
     "max_samples": (None, "max_samples", "int"),

@@ -22,6 +22,7 @@ class Task:
     section = ""  # report.json's key for the task's figures: "clinical" | "segmentation"
     sample_size = 300  # test images in the bundle's sample.npz
     budgets: tuple[str, ...] = ()  # the profile's shipping budgets this task applies
+    robustness = False  # scored under acquisition shift in the benchmark (edgekd.robust)
 
     @property
     def objective(self):
@@ -63,7 +64,8 @@ class Task:
         """The shipping budgets (:class:`edgekd.targets.Budget`) of this run."""
         from ..targets import shipping_budget
 
-        return shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop, cfg.max_dice_drop)
+        return shipping_budget(profile, cfg.max_auc_drop, cfg.max_sensitivity_drop, cfg.max_dice_drop,
+                               cfg.max_robust_drop)
 
     def choose(self, cands: list[Candidate], profile: TargetProfile, teacher, budget) -> tuple[Any, dict]:
         """(shipped candidate or None, report.json "shipping"): chosen on val, confirmed on test."""

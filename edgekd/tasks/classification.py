@@ -13,7 +13,8 @@ from .base import Log, Task
 class ClassificationTask(Task):
     name = "classification"
     section = "clinical"
-    budgets = ("max_auc_drop", "max_sensitivity_drop")  # the shipping budgets that apply (report "budget_source")
+    budgets = ("max_auc_drop", "max_sensitivity_drop", "max_robust_drop")
+    robustness = True  # the shipping budgets that apply (report "budget_source")
     sample_size = 300
 
     @property
@@ -107,10 +108,11 @@ class ClassificationTask(Task):
                                resamples=cfg.bench.bootstrap_resamples, seed=seed)
 
     def choose(self, cands, profile, teacher, budget):
-        from ..ship import choose_shipped
+        from ..ship import choose_shipped, teacher_reference
 
         return choose_shipped(cands, profile, teacher, budget.max_auc_drop,
-                              max_sensitivity_drop=budget.max_sensitivity_drop)
+                              max_sensitivity_drop=budget.max_sensitivity_drop, max_robust_drop=budget.max_robust_drop,
+                              teacher_robustness=teacher_reference(cands).robustness)
 
     def report_section(self, cands, shipped, ship_info, data, cand_dicts, cfg, work=None) -> dict:
         from ..report.clinical import clinical_section

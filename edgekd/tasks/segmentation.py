@@ -67,6 +67,9 @@ class SegmentationTask(Task):
         for flag, v in (("--max-auc-drop", cfg.max_auc_drop), ("--max-sensitivity-drop", cfg.max_sensitivity_drop)):
             if v is not None:
                 raise InputError(f"{flag} is a classification budget: use --max-dice-drop with --task segmentation")
+        if cfg.max_robust_drop is not None:
+            raise InputError("--max-robust-drop is not applied to segmentation yet (the robustness step scores "
+                             "classifiers): drop it")
         if d.mixup and d.mixup != 0.5:
             raise InputError("--mixup is for classifiers (a blend of two hard masks is not a mask): drop it")
 

@@ -1,0 +1,60 @@
+"""Robustness of a run's candidates: the teacher reference and every student that could ship, on val and test.
+
+The benchmark stage calls :func:`evaluate_candidates` after the clean figures are measured. Only
+the teacher and the deployable students (the target's runtime and precisions, with metrics) are
+scored: they are what the shipping choice compares; the other students are steps on the way.
+Classification is scored by ROC AUC (macro one-vs-rest for more than two classes).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .evaluate import robustness_of, subset
+from .shifts import DEFAULT_SHIFTS, Shift
+
+
+@dataclass(frozen=True)
+class RobustRun:
+    """What was evaluated, on how many images, and how long it took (report.json "robustness")."""
+
+    evaluated: tuple[str, ...]  # candidate names, the teacher first
+    images: dict[str, int]  # per split: images scored
+    available: dict[str, int]  # per split: images in the split
+    seconds: float  # wall time of the whole evaluation (shifts and predictions)
+    shifts: tuple[Shift, ...]
+    seed: int
+    metric: str
+
+
+def robust_candidates(teacher: Any, cands: list, profile: Any) -> list:
+    """The teacher and the students the shipping choice could pick (the target's runtime and precisions, measured)."""
+    students = [c for c in cands if c.role == "student" and c.metrics is not None and c.backend == profile.runtime
+                and c.precision in profile.precisions]
+    return [teacher] + [c for c in students if c is not teacher]
+
+
+def evaluate_candidates(teacher: Any, cands: list, profile: Any, splits: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                        mean, std, seed: int, max_images: int, shifts: tuple[Shift, ...] = DEFAULT_SHIFTS,
+                        log: Callable[[str], None] = lambda msg: None) -> RobustRun:
+    """Set ``robustness`` ({split: Robustness}) on the teacher and each deployable student."""
+    from ..metrics.classification import roc_auc
+
+    chosen = robust_candidates(teacher, cands, profile)
+    t0 = time.perf_counter()
+    images, available = {}, {}
+    for split, (x, y) in splits.items():
+        idx = subset(len(x), max_images, seed)
+        images[split], available[split] = len(idx), len(x)
+        results = robustness_of({c.name: c.runner for c in chosen}, x[idx], y[idx], roc_auc, shifts, seed,
+                                mean=mean, std=std, metric="auc")
+        for c in chosen:
+            c.robustness = {**(c.robustness or {}), split: results[c.name]}
+    seconds = time.perf_counter() - t0
+    log(f"robustness: {len(chosen)} models × {len(shifts)} shifts on "
+        + ", ".join(f"{images[s]} {s}" for s in splits) + f" images in {seconds:.1f} s")
+    return RobustRun(tuple(c.name for c in chosen), images, available, seconds, tuple(shifts), int(seed), "auc")
