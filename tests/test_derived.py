@@ -16,9 +16,8 @@ from edgekd.models import (
     count_params,
     create_student,
     load_teacher,
-    train_classifier,
+    save_weights,
 )
-from edgekd.models.train import save_weights
 from edgekd.prune.derived import (
     FROM_TEACHER,
     derive_student,
@@ -26,6 +25,7 @@ from edgekd.prune.derived import (
     load_derived,
     save_derived,
 )
+from edgekd.train import train_classifier
 
 from ._square import square_dataset
 
@@ -165,7 +165,7 @@ def test_graph_teachers_are_converted_pruned_and_round_trip(name, files, teacher
     assert ds.record["route"] == "onnx2torch" and ds.record["removed_blocks"] == []
     assert ds.record["macs"] <= ds.record["macs_target"] and ds.record["params"] < ds.record["params_teacher"]
 
-    linear = lambda m: [l for l in m.modules() if isinstance(l, torch.nn.Linear)][-1].weight  # noqa: E731
+    linear = lambda m: [l for l in m.modules() if isinstance(l, torch.nn.Linear)][-1].weight
     assert _columns_inherited(linear(ds.model), linear(base))  # weights inherited through the conversion
     ds.model.train()
     ds.model(x[:4]).sum().backward()  # it trains: gradients reach the pruned convs

@@ -47,6 +47,7 @@ from . import bench as _bench  # noqa: E402,F401
 from . import compress as _compress  # noqa: E402,F401  (registers the command)
 from . import report as _report  # noqa: E402,F401
 from . import targets as _targets  # noqa: E402,F401
+from . import train_teacher as _train_teacher  # noqa: E402,F401
 from . import verify as _verify  # noqa: E402,F401
 
 
