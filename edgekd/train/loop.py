@@ -17,8 +17,9 @@ of students has its own loop (:mod:`edgekd.distill.trainer`); this one shares it
   val split; the checkpoint kept is the one with the highest val AUC (val accuracy when AUC is
   undefined), ties to the lower val loss; the head phase's checkpoints are candidates too;
 * early stopping: once ``min_fraction`` of a phase is trained, ``patience`` evaluations in a row
-  with neither a better val AUC nor a lower val loss end the phase (and the run: a later phase
-  would only start from a worse model). ``patience=None``: no early stop.
+  with neither a val AUC above the best so far nor a val loss below it (by :data:`LOSS_MARGIN`)
+  end the phase, and the run: a later phase would only start from a worse model.
+  ``patience=None``: no early stop.
 
 A frozen phase really freezes: the backbone's parameters get no gradient and its modules stay in
 eval mode, so BatchNorm statistics do not move either; only the classifier learns.
@@ -46,6 +47,7 @@ from ..metrics.classification import roc_auc
 from ..models.predict import device_of, predict_logits
 
 Views = Callable[[torch.Tensor, int], Mixed]
+LOSS_MARGIN = 1e-4  # early stopping: a val loss lower by less than this share is no improvement
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,9 @@ def fit_classifier(
             groups = [g for g in _param_groups(model, weight_decay) if g["params"]]
             opt = torch.optim.AdamW(groups, lr=phase.lr)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s, n=phase.steps: lr_factor(s, n, warmup_fraction))
-            first, stale, best_loss = step + 1, 0, min(h["val_loss"] for h in history)
+            first, stale = step + 1, 0
+            best_loss = min(h["val_loss"] for h in history)
+            best_score = max(_score(h) for h in history)
             losses: list[float] = []
             _train_mode(model, trainable)
             for local in track(range(1, phase.steps + 1), f"{desc}: {phase.name} ({phase.steps} steps)",
@@ -203,12 +207,11 @@ def fit_classifier(
                 if on_eval:
                     on_eval(rec)
                 _train_mode(model, trainable)
-                improved = False
                 if best is None or _better(rec, best):
-                    best, improved = rec, True
+                    best = rec
                     kept = {step: _snapshot(model)}
-                if rec["val_loss"] < best_loss * (1 - 1e-4):
-                    best_loss, improved = rec["val_loss"], True
+                improved = _score(rec) > best_score or rec["val_loss"] < best_loss * (1 - LOSS_MARGIN)
+                best_score, best_loss = max(best_score, _score(rec)), min(best_loss, rec["val_loss"])
                 stale = 0 if improved else stale + 1
                 if (patience is not None and stale >= patience
                         and step - first + 1 >= math.ceil(min_fraction * phase.steps) and local < phase.steps):
