@@ -21,7 +21,13 @@ from edgekd.data import load_dataset, make_synthetic_xrays
 from edgekd.data._base import Split
 from edgekd.errors import InputError
 from edgekd.models import save_weights
-from edgekd.train import Phase, TeacherTrainConfig, fit_classifier, resolve_device, train_teacher
+from edgekd.train import (
+    Phase,
+    TeacherTrainConfig,
+    fit_classifier,
+    resolve_device,
+    train_teacher,
+)
 from edgekd.train.loop import classifier_of
 
 runner = CliRunner()
@@ -72,7 +78,7 @@ def test_train_teacher_writes_a_teacher_that_compress_accepts(trained, slice_npz
     assert "adapted to 1" in notes and "1000 classes in the file, re-initialised for 2" in notes
     b = r["training"]["budget"]
     assert (b["total_steps"], b["head_steps"], b["full_steps"], b["source"]) == (4, 2, 2, "--max-steps")
-    assert [h["phase"] for h in r["training"]["history"]][0] == "start"
+    assert r["training"]["history"][0]["phase"] == "start"
     assert {h["phase"] for h in r["training"]["history"][1:]} == {"head", "full"}
     assert any("affine" in op for op in r["training"]["augmentation"]["ops"])  # distillation's kornia views
     for split in ("val", "test"):
@@ -175,7 +181,7 @@ def test_the_loop_is_seeded_and_keeps_the_best_val_checkpoint():
                              batch_size=16, every=2, patience=None, seed=seed)
         return model, res
 
-    (a, ra), (b, rb), (c, _) = run(0), run(0), run(1)
+    (a, ra), (b, _), (c, _) = run(0), run(0), run(1)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
