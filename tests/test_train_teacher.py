@@ -204,6 +204,11 @@ def test_early_stopping_ends_a_run_that_no_longer_improves():
     res = fit_classifier(model, _blobs(64, 1), _blobs(32, 2), [Phase("full", 6, 1e-12)], batch_size=16, every=1,
                          patience=2, min_fraction=0.9)  # not before 90 % of the phase
     assert not res.stopped_early and res.steps_run == 6
+    # a head phase that stops early hands over to the whole network; it does not end the run
+    res = fit_classifier(model, _blobs(64, 1), _blobs(32, 2), [Phase("head", 10, 1e-12, frozen_backbone=True),
+                         Phase("full", 3, 1e-12)], batch_size=16, every=1, patience=2, min_fraction=0.0)
+    assert res.stopped_phases == ["head", "full"] and res.steps_run == 4
+    assert [h["phase"] for h in res.history] == ["start", "head", "head", "full", "full"]
 
 
 def test_devices_resolve_or_fail_in_one_line():

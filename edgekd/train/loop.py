@@ -18,8 +18,8 @@ of students has its own loop (:mod:`edgekd.distill.trainer`); this one shares it
   undefined), ties to the lower val loss; the head phase's checkpoints are candidates too;
 * early stopping: once ``min_fraction`` of a phase is trained, ``patience`` evaluations in a row
   with neither a val AUC above the best so far nor a val loss below it (by :data:`LOSS_MARGIN`)
-  end the phase, and the run: a later phase would only start from a worse model.
-  ``patience=None``: no early stop.
+  end the phase; the next phase (the whole network after the head) starts from where it ended.
+  ``patience=None``: no early stop. A non-finite loss ends the run (the best checkpoint is kept).
 
 A frozen phase really freezes: the backbone's parameters get no gradient and its modules stay in
 eval mode, so BatchNorm statistics do not move either; only the classifier learns.
@@ -67,8 +67,9 @@ class FitResult:
     best_phase: str
     steps_run: int  # optimizer steps trained (fewer than planned when early stopping fired)
     steps_planned: int
-    stopped_early: bool
+    stopped_early: bool  # a phase was ended by early stopping (or the loss diverged)
     history: list[dict] = field(default_factory=list)  # per evaluation: step, phase, train_loss, val_*, lr, seconds
+    stopped_phases: list[str] = field(default_factory=list)  # the phases early stopping ended
 
 
 def identity_views(images: torch.Tensor, seed: int) -> Mixed:
@@ -162,7 +163,7 @@ def fit_classifier(
     best: dict | None = history[0] if keep_start else None
     if on_eval:
         on_eval(history[0])
-    step, stopped = 0, False
+    step, diverged, stopped_in = 0, False, []
     try:
         for phase in phases:
             if phase.steps == 0:
@@ -191,7 +192,8 @@ def fit_classifier(
                 if not torch.isfinite(loss):
                     warnings.warn(f"{desc}: loss became non-finite at step {step} (learning rate {phase.lr:g} too "
                                   "high?); stopping and keeping the best checkpoint so far", RuntimeWarning, stacklevel=2)
-                    stopped = True
+                    step -= 1  # not trained
+                    diverged = True
                     break
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -215,9 +217,9 @@ def fit_classifier(
                 stale = 0 if improved else stale + 1
                 if (patience is not None and stale >= patience
                         and step - first + 1 >= math.ceil(min_fraction * phase.steps) and local < phase.steps):
-                    stopped = True
+                    stopped_in.append(phase.name)
                     break
-            if stopped:
+            if diverged:
                 break
     finally:
         for p in model.parameters():
@@ -229,7 +231,8 @@ def fit_classifier(
     else:
         model.load_state_dict(kept[best["step"]])
     model.eval()
-    return FitResult(best["val_auc"], best["step"], best["phase"], step, total, stopped, history)
+    return FitResult(best["val_auc"], best["step"], best["phase"], step, total, bool(stopped_in) or diverged, history,
+                     stopped_in)
 
 
 def _score(rec: dict) -> float:

@@ -6,7 +6,7 @@
 report.json: ``schema``, ``command``, ``arch``, ``weights`` {source ("file" | "from scratch"),
 path, sha256, notes}, ``data`` {path, format, sha256, splits, image_size, channels, num_classes,
 class_names}, ``preprocessing``, ``training`` {budget, phases, augmentation, device, seed,
-steps_run, stopped_early, best_step, best_phase, seconds, history}, ``metrics`` {val, test}
+steps_run, stopped_early, stopped_phases, best_step, best_phase, seconds, history}, ``metrics`` {val, test}
 (each: auc, auc_ci (95 % percentile bootstrap, ``seed``), accuracy, sensitivity, specificity at
 Youden's J on val, ece), ``onnx`` {file, opset, agreement (vs torch on the test images)},
 ``files`` {name: sha256}, ``config``, ``versions``, ``seconds``.
@@ -70,6 +70,7 @@ def write_outputs(folder: Path, cfg, data, model: torch.nn.Module, res, *, weigh
         "preprocessing": data.preprocessing.to_dict(),
         "training": {"budget": budget, "phases": [asdict(p) for p in phases], "augmentation": augmentation,
                      "device": device, "seed": cfg.seed, "steps_run": res.steps_run, "stopped_early": res.stopped_early,
+                     "stopped_phases": res.stopped_phases,
                      "best_step": res.best_step, "best_phase": res.best_phase, "seconds": round(train_seconds, 2),
                      "selection": "highest val AUC (val accuracy when undefined), ties to the lower val loss",
                      "history": history},
@@ -83,6 +84,10 @@ def write_outputs(folder: Path, cfg, data, model: torch.nn.Module, res, *, weigh
     write_json_atomic(folder / "report.json", report)
     (folder / "report.md").write_text(markdown(report))
     return report
+
+
+def _stopped(t: dict) -> str:
+    return f"early stopping ended the {' and '.join(t['stopped_phases'])} phase; " if t["stopped_phases"] else ""
 
 
 def _auc(m: dict) -> str:
@@ -147,7 +152,7 @@ def markdown(r: dict) -> str:
          f"{'/'.join(str(r['data']['splits'][k]) for k in ('train', 'val', 'test'))}"),
         (f"- training: {t['steps_run']} of {b['total_steps']} steps ({b['source']}; {b['rule']}): head "
          f"{b['head_steps']} at lr {b['head_lr']:g} with the backbone frozen, whole network {b['full_steps']} at lr "
-         f"{b['full_lr']:g}; batch {b['batch_size']}; {'stopped early; ' if t['stopped_early'] else ''}"
+         f"{b['full_lr']:g}; batch {b['batch_size']}; {_stopped(t)}"
          f"{t['seconds']:.0f} s on {t['device']}; seed {t['seed']}"),
         f"- augmentation: {t['augmentation'].get('policy')}: {'; '.join(t['augmentation'].get('ops') or ['none'])}",
         f"- selected: step {t['best_step']} ({t['best_phase']} phase), {t['selection']}",
