@@ -43,7 +43,9 @@ def teacher(data):
 
     torch.manual_seed(0)
     model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=2, in_chans=1, channels=(32, 64, 96, 128), stem_width=32)
-    train_classifier(model, data.train, data.val, epochs=6, batch_size=32, seed=0)
+    # 8 epochs: at 6 the teacher's AUC on these 128 images sat at 0.90 ± 0.07 across seeds (0.94 before the
+    # recipe moved onto edgekd.train's loop, 0.895 after); at 8 it is >= 0.99 for seeds 0 and 1
+    train_classifier(model, data.train, data.val, epochs=8, batch_size=32, seed=0)
     return Teacher("timm", None, "timm:resnet-2222-narrow", None, model.eval())
 
 
