@@ -42,7 +42,7 @@ def data_and_teacher(tmp_path_factory) -> tuple[Path, Path]:
     from edgekd._compat import import_timm
     from edgekd.config import Preprocessing
     from edgekd.data import load_dataset, make_synthetic_xrays
-    from edgekd.models import train_classifier
+    from edgekd.train import train_classifier
 
     d = tmp_path_factory.mktemp("e2e")
     if PNEUMONIA.exists():

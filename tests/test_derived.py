@@ -16,9 +16,8 @@ from edgekd.models import (
     count_params,
     create_student,
     load_teacher,
-    train_classifier,
+    save_weights,
 )
-from edgekd.models.train import save_weights
 from edgekd.prune.derived import (
     FROM_TEACHER,
     derive_student,
@@ -26,6 +25,7 @@ from edgekd.prune.derived import (
     load_derived,
     save_derived,
 )
+from edgekd.train import train_classifier
 
 from ._square import square_dataset
 
@@ -43,7 +43,9 @@ def teacher(data):
 
     torch.manual_seed(0)
     model = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=2, in_chans=1, channels=(32, 64, 96, 128), stem_width=32)
-    train_classifier(model, data.train, data.val, epochs=6, batch_size=32, seed=0)
+    # 8 epochs: at 6 the teacher's AUC on these 128 images sat at 0.90 ± 0.07 across seeds (0.94 before the
+    # recipe moved onto edgekd.train's loop, 0.895 after); at 8 it is >= 0.99 for seeds 0 and 1
+    train_classifier(model, data.train, data.val, epochs=8, batch_size=32, seed=0)
     return Teacher("timm", None, "timm:resnet-2222-narrow", None, model.eval())
 
 
@@ -165,7 +167,7 @@ def test_graph_teachers_are_converted_pruned_and_round_trip(name, files, teacher
     assert ds.record["route"] == "onnx2torch" and ds.record["removed_blocks"] == []
     assert ds.record["macs"] <= ds.record["macs_target"] and ds.record["params"] < ds.record["params_teacher"]
 
-    linear = lambda m: [l for l in m.modules() if isinstance(l, torch.nn.Linear)][-1].weight  # noqa: E731
+    linear = lambda m: [l for l in m.modules() if isinstance(l, torch.nn.Linear)][-1].weight
     assert _columns_inherited(linear(ds.model), linear(base))  # weights inherited through the conversion
     ds.model.train()
     ds.model(x[:4]).sum().backward()  # it trains: gradients reach the pruned convs

@@ -7,14 +7,8 @@ import torch
 
 from edgekd.data._base import Split
 from edgekd.errors import InputError
-from edgekd.models import (
-    STUDENTS,
-    count_params,
-    create_student,
-    save_weights,
-    train_classifier,
-)
-from edgekd.models.train import random_shift
+from edgekd.models import STUDENTS, count_params, create_student, save_weights
+from edgekd.train import random_shift, train_classifier
 
 REQUIRED = {"mobilenetv3_small_050", "mobilenetv3_small_075", "mobilenetv3_small_100", "mobilenetv3_large_075",
             "resnet10t", "efficientnet_b0", "lcnet_050", "lcnet_075"}

@@ -48,6 +48,7 @@ from . import compress as _compress  # noqa: E402,F401  (registers the command)
 from . import data as _data  # noqa: E402,F401
 from . import report as _report  # noqa: E402,F401
 from . import targets as _targets  # noqa: E402,F401
+from . import train_teacher as _train_teacher  # noqa: E402,F401
 from . import verify as _verify  # noqa: E402,F401
 
 

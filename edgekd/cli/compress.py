@@ -8,16 +8,8 @@ from typing import Optional
 import typer
 
 from ..errors import EdgekdError, InputError
+from . import _options as opt
 from . import app, fail, log_console, print_whole
-
-
-def _floats(text: Optional[str], option: str) -> Optional[tuple[float, ...]]:
-    if text is None:
-        return None
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise InputError(f"{option} '{text}' must be comma-separated numbers, e.g. 0.5 or 0.485,0.456,0.406") from None
 
 
 class OperatingPoint(str, Enum):
@@ -39,17 +31,17 @@ def compress(
     student: Optional[str] = typer.Option(None, help="Student: from-teacher (the teacher's own network shrunk; the default when the teacher converts to torch layers) or a timm name (else the target profile's zoo student)."),
     student_weights: Optional[Path] = typer.Option(None, help="Pretrained weights for a zoo student (.safetensors or a weights_only state_dict; input channels adapted, head re-initialised when the classes differ)."),
     unlabelled: Optional[Path] = typer.Option(None, help="Extra images without labels (a folder, or an .npz with images only) that the teacher labels for distillation."),
-    image_size: Optional[int] = typer.Option(None, help="Resize images to N×N (bilinear)."),
-    mean: Optional[str] = typer.Option(None, help="Per-channel mean after scaling to [0,1] (default 0.5)."),
-    std: Optional[str] = typer.Option(None, help="Per-channel std (default 0.5)."),
+    image_size: Optional[int] = opt.image_size_option(),
+    mean: Optional[str] = opt.mean_option(),
+    std: Optional[str] = opt.std_option(),
     window: Optional[str] = typer.Option(None, help="DICOM window C,W (center,width, e.g. 40,400) for every file, or minmax (each image's own range); default: each file's VOI LUT or window, else its full stored range."),
     frame: int = typer.Option(0, min=0, help="Frame of a multi-frame DICOM object (0: the first)."),
     split_by: Optional[str] = typer.Option(None, help="Manifest column to split by, e.g. patient_id: seeded, stratified train/val/test that keep each patient on one side (file: each image alone)."),
     split_fractions: Optional[str] = typer.Option(None, help="Train,val,test shares for --split-by (default 0.7,0.15,0.15)."),
     max_steps: Optional[int] = typer.Option(None, help="Distillation budget in optimizer steps (default: max(1500, 12 epochs), capped at 10000; prune fine-tunes, recovery and QAT get 8/30/10 % of it)."),
-    augment: Optional[str] = typer.Option(None, help="Augmentation the teacher and student both see: medical (default: small affine, brightness, contrast, gamma, noise) or none."),
-    allow_flips: bool = typer.Option(False, "--allow-flips", help="Also flip images left-right (off by default: anatomy has a left and a right)."),
-    mixup: Optional[float] = typer.Option(None, help="Share of batches mixed pairwise (mixup; default 0.5; 0 disables)."),
+    augment: Optional[str] = opt.augment_option(),
+    allow_flips: bool = opt.allow_flips_option(),
+    mixup: Optional[float] = opt.mixup_option(),
     feature_kd: Optional[float] = typer.Option(None, help="Weight of a FitNets feature-hint loss (timm teachers; runs the teacher online; default 0: logits only)."),
     teacher_mode: Optional[str] = typer.Option(None, help="auto (default), online (teacher on every batch) or cached (augmented views labelled once)."),
     temperature: Optional[float] = typer.Option(None, help="Distillation temperature T (default 4)."),
@@ -67,8 +59,8 @@ def compress(
     operating_point: OperatingPoint = typer.Option(OperatingPoint.teacher_sensitivity, case_sensitive=False, help="Binary threshold chosen on val: teacher-sensitivity (hold the teacher's val sensitivity) or youden (each model's Youden's J)."),
     threads: Optional[int] = typer.Option(None, help="Threads for latency figures (default from the target)."),
     iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure, fixed (default: at least 200, more until the median is stable)."),
-    max_samples: Optional[int] = typer.Option(None, help="Cap each split to N samples (quick runs)."),
-    seed: int = typer.Option(0, min=0, max=2**32 - 1, help="Seed for every random choice (0 to 2**32-1)."),
+    max_samples: Optional[int] = opt.max_samples_option(),
+    seed: int = opt.seed_option(),
     overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
     cache_dir: Optional[Path] = typer.Option(None, help="Where finished stages are kept and reused (default: .edgekd-cache beside --out)."),
     force: bool = typer.Option(False, "--force", help="Re-run every stage even when a finished one matches."),
@@ -76,10 +68,8 @@ def compress(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final table and errors."),
 ) -> None:
     """Distill, prune, quantize, lower and benchmark a student for a target; write report.json/md/html."""
-    from dataclasses import replace
-
     from .._compat import quiet_third_party
-    from ..config import CompressConfig, Preprocessing
+    from ..config import CompressConfig
 
     quiet_third_party()
     console = log_console()
@@ -91,12 +81,7 @@ def compress(
                              max_robust_drop=max_robust_drop,
                              seed=seed, overwrite=overwrite, max_samples=max_samples,
                              cache_dir=cache_dir, force=force, archive=archive)
-        pre = Preprocessing(image_size=image_size)
-        if mean is not None:
-            pre = replace(pre, mean=_floats(mean, "--mean"))
-        if std is not None:
-            pre = replace(pre, std=_floats(std, "--std"))
-        cfg.preprocessing = pre
+        cfg.preprocessing = opt.preprocessing(image_size, mean, std)
         cfg.data_options = data_options(window, frame, split_by, split_fractions)
         _set(cfg.distill, student=student, student_weights=student_weights, max_steps=max_steps, temperature=temperature, alpha=alpha,
              augment=augment, mixup=mixup, teacher_mode=teacher_mode, feature_kd=feature_kd)

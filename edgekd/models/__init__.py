@@ -1,9 +1,9 @@
 """Models: teacher loaders (ONNX, TorchScript, torch.export, timm + weights), the student zoo,
-plain classifier training, and parameter / MAC counts."""
+saving weights, and parameter / MAC counts. Training a classifier is :mod:`edgekd.train`."""
+from .save import save_weights
 from .stats import count_macs, count_params
 from .student import STUDENTS, create_student, load_student_weights
 from .teacher import Teacher, load_teacher
-from .train import save_weights, train_classifier
 
 __all__ = [
     "STUDENTS",
@@ -14,5 +14,4 @@ __all__ = [
     "load_student_weights",
     "load_teacher",
     "save_weights",
-    "train_classifier",
 ]

@@ -1,4 +1,5 @@
-"""Pretrained weights for a zoo student (``--student-weights FILE``).
+"""Pretrained weights for a zoo student (``--student-weights FILE``), and for the network that
+``edgekd train-teacher --weights FILE`` fine-tunes (the same bridging, worded for a teacher).
 
 The file is a ``.safetensors`` file or a ``torch.save`` state_dict, read safely by
 :func:`edgekd.models._checkpoint.read_state_dict` (``weights_only=True``; a pickled module or
@@ -98,10 +99,13 @@ def _shape(t: torch.Tensor) -> list[int]:
     return list(t.shape)
 
 
-def load_student_weights(model: torch.nn.Module, path: Path, *, in_chans: int, num_classes: int) -> dict:
+def load_student_weights(model: torch.nn.Module, path: Path, *, in_chans: int, num_classes: int,
+                         what: str = "student weights", option: str = OPTION, role: str = "student") -> dict:
     """Load pretrained weights from ``path`` into the student ``model`` (in place); a summary of what was done.
 
-    ``in_chans`` and ``num_classes`` are the data's (the student was built for them). Returns
+    ``in_chans`` and ``num_classes`` are the data's (the student was built for them). ``what``,
+    ``option`` and ``role`` word the messages for another caller (``edgekd train-teacher
+    --weights``: "teacher weights", "--weights", "--arch"). Returns
     ``{"path", "sha256", "tensors", "matched", "adapted", "reinitialised", "notes"}``: ``tensors``
     the student's weight tensors, ``matched`` how many were loaded unchanged, ``adapted`` and
     ``reinitialised`` the keys bridged as described in the module docstring, ``notes`` one line
@@ -113,7 +117,7 @@ def load_student_weights(model: torch.nn.Module, path: Path, *, in_chans: int, n
     from timm.models._manipulate import adapt_input_conv
 
     path = Path(path).expanduser()
-    state = read_state_dict(path, what="student weights file", option=OPTION, error=InputError, trust_option=None)
+    state = read_state_dict(path, what=f"{what} file", option=option, error=InputError, trust_option=None)
     own = model.state_dict()
     arch = _arch(model)
     stem = _stem_key(model, own)
@@ -165,21 +169,21 @@ def load_student_weights(model: torch.nn.Module, path: Path, *, in_chans: int, n
         guess = _looks_like(state)
         why = (f"they look like {guess}" if guess and guess != arch else
                f"only {found} of the {len(counted)} tensors of {arch} are in the file with the right shape")
-        raise InputError(f"student weights {path.name} do not fit {arch}: {why}; give weights saved from {arch}, "
-                         f"or pick the student they belong to")
+        raise InputError(f"{what} {path.name} do not fit {arch}: {why}; give weights saved from {arch}, "
+                         f"or pick the {role} they belong to")
     if bad:
         k = bad[0]
-        raise InputError(f"student weights {path.name} do not fit {arch}: {k} is {_shape(state[k])} in the file but "
+        raise InputError(f"{what} {path.name} do not fit {arch}: {k} is {_shape(state[k])} in the file but "
                          f"{_shape(own[k])} in the model ({len(bad)} shape mismatch(es)); give weights saved from {arch}")
     if missing:
-        raise InputError(f"student weights {path.name} do not fit {arch}: {len(missing)} tensor(s) missing from the file "
+        raise InputError(f"{what} {path.name} do not fit {arch}: {len(missing)} tensor(s) missing from the file "
                          f"(e.g. {', '.join(missing[:3])}); give a complete state_dict of {arch}")
     if unexpected:
-        raise InputError(f"student weights {path.name} do not fit {arch}: {len(unexpected)} tensor(s) the model does "
+        raise InputError(f"{what} {path.name} do not fit {arch}: {len(unexpected)} tensor(s) the model does "
                          f"not have (e.g. {', '.join(unexpected[:3])}); give a state_dict of {arch}")
     for k, v in loaded.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
-            raise InputError(f"student weights {path.name} hold NaN/Inf in {k}: the file is damaged or from a diverged "
+            raise InputError(f"{what} {path.name} hold NaN/Inf in {k}: the file is damaged or from a diverged "
                              "training run; give other weights")
 
     merged = dict(own)

@@ -130,6 +130,9 @@ def check_inputs(suite: Suite, runs: list[Run]) -> None:
 # --------------------------------------------------------------------------- teachers
 
 
+TRAIN_LOOP_VERSION = 2  # in the cache key: 2 = edgekd.train's shared loop (the same weights need the same loop)
+
+
 class TeacherCache:
     """Weights of train-if-missing teachers, keyed by everything that changes them."""
 
@@ -154,7 +157,8 @@ class TeacherCache:
         return {"arch": t.spec.removeprefix("timm:"), "data_sha256": self._data_sha(run.dataset.path),
                 "image_size": size, "mean": list(v.get("mean", Preprocessing.mean)),
                 "std": list(v.get("std", Preprocessing.std)), "max_samples": v.get("max_samples"),
-                "seed": v.get("seed", 0), "epochs": t.train.epochs, "lr": t.train.lr, "batch_size": t.train.batch_size}
+                "seed": v.get("seed", 0), "epochs": t.train.epochs, "lr": t.train.lr, "batch_size": t.train.batch_size,
+                "loop": TRAIN_LOOP_VERSION}
 
     def ensure(self, run: Run) -> Path | None:
         path = self.weights_path(run)
@@ -184,7 +188,8 @@ def train_teacher(recipe: dict, data: Path, weights: Path, *, log: Log = print) 
 
     from .._compat import import_timm
     from ..data import load_dataset
-    from ..models import save_weights, train_classifier
+    from ..models import save_weights
+    from ..train import train_classifier
 
     pre = Preprocessing(image_size=recipe["image_size"], mean=tuple(recipe["mean"]), std=tuple(recipe["std"]))
     ds = load_dataset(data, pre, max_samples=recipe["max_samples"], seed=recipe["seed"])
