@@ -338,7 +338,8 @@ def test_budgets_come_from_the_profile_and_options_override_them():
     profile = load_target("intel-cpu")
     b = shipping_budget(profile)
     assert (b.max_auc_drop, b.max_sensitivity_drop) == (profile.max_auc_drop, profile.max_sensitivity_drop)
-    assert b.source == {"max_auc_drop": "profile", "max_sensitivity_drop": "profile", "max_robust_drop": "profile"}
+    assert b.source == {"max_auc_drop": "profile", "max_sensitivity_drop": "profile", "max_dice_drop": "profile",
+                        "max_robust_drop": "profile"}
     b = shipping_budget(profile, max_sensitivity_drop=0.05)
     assert b.max_sensitivity_drop == 0.05 and b.source["max_sensitivity_drop"] == "option"
     assert b.max_auc_drop == profile.max_auc_drop

@@ -41,20 +41,14 @@ def inspect_cmd(
 ) -> None:
     """Print what edgekd reads from PATH, per split: images per class, size, channels, value range before and
     after preprocessing, patients when known; write a contact sheet of images as the model will see them."""
-    from dataclasses import replace
 
     from .._compat import quiet_third_party
-    from ..config import Preprocessing
     from ..data.inspection import inspect_dataset
-    from .compress import _floats
+    from . import _options as opt
 
     quiet_third_party()
     try:
-        pre = Preprocessing(image_size=image_size)
-        if mean is not None:
-            pre = replace(pre, mean=_floats(mean, "--mean"))
-        if std is not None:
-            pre = replace(pre, std=_floats(std, "--std"))
+        pre = opt.preprocessing(image_size, mean, std)
         opts = data_options(window, frame, split_by, split_fractions)
         out = sheet if sheet is not None else Path(f"edgekd-inspect-{path.stem or 'data'}.png")
         summary = inspect_dataset(path, pre, options=opts, max_samples=max_samples, seed=seed, sheet=out,
