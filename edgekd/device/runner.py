@@ -869,15 +869,7 @@ def run(args):
                           "class: use the sample.npz of the same bundle".format(labels.min(), labels.max(), logits.shape[1]))
     threshold = pick_threshold(args.threshold, recorded, logits.shape[1])
     log("threshold: {} ({})".format(threshold["value"], threshold["source"]))
-    runtime_info = dict(model.info)
-    if args.threads:
-        runtime_info["threads"] = args.threads
-    if build:
-        runtime_info["engine_build"] = build
-        runtime_info["precision"] = build["precision"]
-    model_info = {"path": os.path.abspath(model_path), "sha256": sha256_file(model_path)}
-    if model_path.lower().endswith(".xml") and os.path.isfile(model_path[:-4] + ".bin"):
-        model_info["weights_sha256"] = sha256_file(model_path[:-4] + ".bin")
+    runtime_info, model_info = run_details(model, model_path, args, build)
     return json_safe({
         "runner_version": RUNNER_VERSION, "measured_on": "device",
         "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -887,6 +879,20 @@ def run(args):
         "threshold": threshold,
         "metrics": classification_metrics(logits, labels, threshold["value"]),
     })
+
+
+def run_details(model, model_path, args, build):
+    """(runtime, model) entries of the JSON document: what ran the model, and the sha256 of what it ran."""
+    runtime_info = dict(model.info)
+    if args.threads:
+        runtime_info["threads"] = args.threads
+    if build:
+        runtime_info["engine_build"] = build
+        runtime_info["precision"] = build["precision"]
+    model_info = {"path": os.path.abspath(model_path), "sha256": sha256_file(model_path)}
+    if model_path.lower().endswith(".xml") and os.path.isfile(model_path[:-4] + ".bin"):
+        model_info["weights_sha256"] = sha256_file(model_path[:-4] + ".bin")
+    return runtime_info, model_info
 
 
 def segmentation_result(args, runtime, model, model_path, sample_path, images, masks, class_names, build, latency,
@@ -906,17 +912,11 @@ def segmentation_result(args, runtime, model, model_path, sample_path, images, m
     if out_masks:
         np.savez_compressed(out_masks, masks=pred)
         log("wrote predicted masks to " + out_masks)
-    runtime_info = dict(model.info)
-    if args.threads:
-        runtime_info["threads"] = args.threads
-    if build:
-        runtime_info["engine_build"] = build
-        runtime_info["precision"] = build["precision"]
+    runtime_info, model_info = run_details(model, model_path, args, build)
     return json_safe({
         "runner_version": RUNNER_VERSION, "measured_on": "device", "task": "segmentation",
         "measured_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "device": device_info(), "runtime": runtime_info,
-        "model": {"path": os.path.abspath(model_path), "sha256": sha256_file(model_path)}, "batch": args.batch,
+        "device": device_info(), "runtime": runtime_info, "model": model_info, "batch": args.batch,
         "latency_ms": latency, "throughput_ips": throughput, "iterations": args.iterations, "warmup": args.warmup,
         "sample": {"path": os.path.abspath(sample_path), "n": int(len(images)), "class_names": class_names},
         "masks": os.path.abspath(out_masks) if out_masks else None,
