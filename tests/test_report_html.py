@@ -243,7 +243,8 @@ def test_the_page_is_regenerated_from_report_json_and_the_data(run, tmp_path):
     assert (copy / "report.html").read_bytes() == (out / "report.html").read_bytes()
     regenerate_html(copy / "report.json")  # without the data: no thumbnails, the same numbers
     page = parse((copy / "report.html").read_text())
-    assert len(page.images) == 4 and page.cells == parse((out / "report.html").read_text()).cells
+    plots = 4 + (1 if report.get("robustness") else 0)  # accuracy/latency, ROC, waterfall, sizes (+ robustness)
+    assert len(page.images) == plots and page.cells == parse((out / "report.html").read_text()).cells
 
 
 def test_multiclass_reports_show_per_class_figures(run):
