@@ -54,6 +54,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--teacher-encoder", default="resnet34")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "segmentation")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse finished stages from --out's stage cache (the compress time is then NOT the whole run's)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -73,7 +75,7 @@ def main() -> None:
     spec, weights, train_s = teacher_weights(args.teacher_encoder, args.seed, args.out)
     run = args.out / f"run-{args.target}-{args.teacher_encoder}-seed{args.seed}"
     cfg = CompressConfig(task="segmentation", target=args.target, teacher=spec, teacher_weights=weights, data=npz,
-                         out=run, overwrite=True, force=True, seed=args.seed, cache_dir=args.out / "cache")
+                         out=run, overwrite=True, force=not args.reuse, seed=args.seed, cache_dir=args.out / "cache")
     t0 = time.perf_counter()
     try:
         compress(cfg, log=lambda m: print(m, file=sys.stderr))
@@ -86,7 +88,7 @@ def main() -> None:
     sp = report.get("speedups", {})
     m = machine_info(2)
     print(f"machine: {m['cpu']}, {m['threads']} threads; target {args.target}; teacher {spec} seed {args.seed} "
-          f"(training {train_s:.0f} s, 0 = cached)")
+          f"(training {train_s:.0f} s, 0 = cached)" + ("; stages reused: compress s is not the whole run" if args.reuse else ""))
     print("| teacher test Dice | shipped | shipped test Dice | Δ (paired 95 % CI) | shipped p50 ms | teacher torch "
           "p50 ms | × faster than torch fp32 teacher | × smaller than teacher ONNX | compress s |")
     print("|---|---|---|---|---|---|---|---|---|")
