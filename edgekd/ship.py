@@ -202,7 +202,8 @@ def _not_shipped_reason(profile: TargetProfile, deployable: list[Candidate], auc
                 f"sensitivity {sens:.4f}, AUC {auc:.4f}")
     scored = [c for c in deployable if c.metrics is not None]
     best = max(scored, key=lambda c: np.nan_to_num(val.figures(c.metrics)[0], nan=-1.0), default=None)
-    floor, teacher = val.record()[f"min_val_{val.key}"], val.record()[f"teacher_val_{val.key}"]
+    rec = val.record()
+    floor, teacher = rec[f"min_val_{val.key}"], rec[f"teacher_val_{val.key}"]
     return (f"no {profile.runtime} candidate reached val {val.label} {floor:.4f} (teacher {teacher:.4f} − {max_drop}); "
             + (f"best was {best.name} at {val.figures(best.metrics)[0]:.4f}" if best else "no deployable candidate"))
 

@@ -44,8 +44,6 @@ class ClassificationTask(Task):
     def load_teacher(self, spec, weights, cfg, data):
         from ..models import load_teacher
 
-        if str(spec).startswith("smp:"):
-            raise TeacherError(f"--teacher {spec} is a segmentation model: add --task segmentation")
         teacher = load_teacher(spec, weights=weights, trust_checkpoint=cfg.trust_checkpoint,
                                in_chans=data.channels, num_classes=data.num_classes)
         teacher.check(data.channels, data.num_classes, data.image_size)

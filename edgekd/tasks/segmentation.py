@@ -70,7 +70,9 @@ class SegmentationTask(Task):
         if cfg.max_robust_drop is not None:
             raise InputError("--max-robust-drop is not applied to segmentation yet (the robustness step scores "
                              "classifiers): drop it")
-        if d.mixup and d.mixup != 0.5:
+        from ..config import DistillConfig
+
+        if d.mixup != DistillConfig().mixup:  # the default is the classifier's; any other value was asked for
             raise InputError("--mixup is for classifiers (a blend of two hard masks is not a mask): drop it")
 
     def load_data(self, cfg, pre, log: Log):
