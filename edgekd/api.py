@@ -1,8 +1,11 @@
 """``compress()``: the one library entry point. The CLI's ``edgekd compress`` is a thin wrapper.
 
     resolve inputs (edgekd.inputs) → the pipeline's stages (edgekd.pipeline):
-    teacher-signal → baselines → distill → prune → lower-fp32 → quantize → lower-int8
+    teacher-signal → baselines → distill → prune → lowrank → lower-fp32 → quantize → lower-int8
     → lower-tensorrt → benchmark (measure, ship: edgekd.ship, report: edgekd.report, bundle)
+
+With ``--search`` (``cfg.search.budget``) the training and lowering stages first run for many
+configurations (edgekd.pipeline.search), and the pipeline then runs once more with the chosen one.
 
 Every input is validated before anything is written. Work happens in a staging folder next to
 ``--out`` that is renamed into place at the end, so a failed run leaves no half-written output.
@@ -50,9 +53,16 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
     inp = resolve_inputs(cfg, log)
     cache = Path(cfg.cache_dir) if cfg.cache_dir is not None else Path(cfg.out).parent / ".edgekd-cache"
     store = StageStore(cache, seed=cfg.seed, force=cfg.force, log=log)
+    searched = None
     try:
+        if cfg.search.budget is not None:
+            from .pipeline.search import search_config
+
+            store.current = "search"
+            cfg, searched = search_config(cfg, inp, store, log)
+            store.current = None
         with staging(cfg.out, cfg.overwrite) as work:
-            run = Run(cfg, inp, store, work, log, started=t0)
+            run = Run(cfg, inp, store, work, log, started=t0, search=searched)
             run_stages(run, stages())
             if run.shipped is None:
                 raise not_shipped(run.ship_info, Path(cfg.out))

@@ -122,6 +122,26 @@ class BenchConfig:
 
 
 @dataclass
+class LowRankStageConfig:
+    """Low-rank factorization after pruning (edgekd.lowrank): off unless an energy is set (the search may set it)."""
+
+    energy: float | None = None  # truncated-SVD energy kept per layer, e.g. 0.9; None: no factorization
+    finetune_steps: int | None = None  # distillation steps after factorizing; None: the prune recovery budget
+
+
+@dataclass
+class SearchConfig:
+    """``compress --search``: students, depth, width, low rank and precision chosen by measurement (edgekd.search)."""
+
+    budget: str | None = None  # wall-clock budget, e.g. "30m"; None: no search (the options as given)
+    lowrank: bool = False  # add low-rank energies to the space (measured not to win: off by default)
+    max_trials: int | None = None  # distinct configurations at most; None: until the budget is spent
+    max_latency_ms: float | None = None  # batch-1 p50 budget; None: the target profile's latency_budget_ms
+    max_size_mb: float | None = None  # the deployable file, MiB; None: no size budget
+    latency_from: Path | None = None  # a merged report.json with device figures: fits the latency model (TensorRT targets)
+
+
+@dataclass
 class CompressConfig:
     """Everything one ``edgekd compress`` run needs."""
 
@@ -136,8 +156,10 @@ class CompressConfig:
     data_options: DataOptions = field(default_factory=DataOptions)  # manifests and DICOM: window, frame, splits
     distill: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    lowrank: LowRankStageConfig = field(default_factory=LowRankStageConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     # shipping budgets; None: the target profile's (targets/*.yaml). A model ships only when both hold.
     max_auc_drop: float | None = None  # test AUC >= teacher AUC - this
     max_sensitivity_drop: float | None = None  # test sensitivity >= teacher sensitivity - this

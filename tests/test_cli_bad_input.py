@@ -174,6 +174,17 @@ CASES = [
     Case("max-auc-drop", "--max-auc-drop 5", "--teacher teacher.onnx --data ok.npz --max-auc-drop 5", "[-1, 1]"),
     Case("max-robust-drop", "--max-robust-drop 5", "--teacher teacher.onnx --data ok.npz --max-robust-drop 5",
          "[-1, 1]"),
+    # ---- --search
+    Case("search-option-without-search", "--max-latency-ms without --search",
+         "--teacher teacher.onnx --data ok.npz --max-latency-ms 0.5", "add --search"),
+    Case("search-budget-no-unit", "--search-budget 30 (no unit)", "--teacher teacher.onnx --data ok.npz --search-budget 30",
+         "add a unit"),
+    Case("search-latency-impossible", "--search with --max-latency-ms 0",
+         "--teacher teacher.onnx --data ok.npz --search --max-latency-ms 0", "impossible"),
+    Case("search-tensorrt-uncalibrated", "--search on a TensorRT target without device figures",
+         "--teacher teacher.onnx --data ok.npz --search --target jetson-nano", "--search-latency-from"),
+    Case("search-latency-from-cpu", "--search-latency-from for a CPU target",
+         "--teacher teacher.onnx --data ok.npz --search --search-latency-from report.json", "drop the option"),
     Case("unknown-student", "misspelt student", "--teacher teacher.onnx --data ok.npz --student mobilenetv3_smal_050",
          "did you mean"),
     Case("unknown-target", "misspelt target", "--teacher teacher.onnx --data ok.npz --target intel-cpus",
@@ -272,6 +283,7 @@ def make_files(d: Path) -> None:
 
     rng = np.random.default_rng(1)
     _save_npz(d / "ok.npz")
+    (d / "report.json").write_text("{}\n")
     _save_npz(d / "three.npz", classes=3)
     _save_npz(d / "rgb.npz", rgb=True)
     _save_npz(d / "nokey.npz", val_labels=None)

@@ -14,16 +14,15 @@ from edgekd.search import (
     Evaluation,
     LatencyModel,
     LatencyPoint,
+    SearchResult,
     SearchSpace,
     default_space,
-    markdown_table,
     pareto_front,
     parse_duration,
-    plot_search,
     points_from_report,
     run_search,
-    table_rows,
 )
+from edgekd.report.search import markdown_table, plot_search, table_rows
 
 SPACE = SearchSpace(students=("big", "small"), prune_depths=(0, 6), prune_ratios=(0.0, 0.5, 0.9),
                     lowrank_energies=(None, 0.8), precisions=("fp32", "int8"))
@@ -269,6 +268,9 @@ def test_report_table_and_plot(tmp_path) -> None:
     assert md.count("\n|") >= len(res.trials) and res.reason in md
     png = plot_search(res, tmp_path / "search.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the report draws it again from report.json alone: the same table after a JSON round trip
+    back = SearchResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    assert table_rows(back) == rows and markdown_table(back) == md
 
 
 def test_default_space_follows_the_profile() -> None:

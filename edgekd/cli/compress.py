@@ -12,6 +12,9 @@ from . import _options as opt
 from . import app, fail, log_console, print_whole
 
 
+DEFAULT_SEARCH_BUDGET = "30m"  # --search without --search-budget
+
+
 class OperatingPoint(str, Enum):
     """How each model's binary threshold is chosen on val (edgekd.metrics.classification)."""
 
@@ -56,6 +59,13 @@ def compress(
     max_sensitivity_drop: Optional[float] = typer.Option(None, help="...and test sensitivity >= teacher sensitivity - this (default: the target's, 0.02)."),
     max_dice_drop: Optional[float] = typer.Option(None, help="Segmentation: ship only candidates with test mean Dice >= teacher Dice - this (default: the target's, 0.01)."),
     max_robust_drop: Optional[float] = typer.Option(None, help="...and mean AUC drop under acquisition shift <= the teacher's + this, on val then test (default: the target's, off)."),
+    search: bool = typer.Option(False, "--search", help="Choose the student, depth, channel ratio and precision by measurement: many short distillations, the best few in full, latency timed on the target's runtime, the fastest inside every budget ships."),
+    search_budget: Optional[str] = typer.Option(None, help=f"Wall-clock budget of --search, e.g. 900s, 30m, 1h (default {DEFAULT_SEARCH_BUDGET}; implies --search). Run again to resume a stopped search."),
+    search_lowrank: bool = typer.Option(False, "--search-lowrank", help="Add low-rank (truncated SVD) energies 0.9 and 0.75 to the search (measured not to win on CPU students, so off by default)."),
+    search_trials: Optional[int] = typer.Option(None, min=1, help="At most this many configurations in --search (default: until the budget is spent)."),
+    max_latency_ms: Optional[float] = typer.Option(None, help="--search: batch-1 p50 budget in ms (default: the target's latency_budget_ms)."),
+    max_size_mb: Optional[float] = typer.Option(None, help="--search: budget for the deployable file in MiB (default: none)."),
+    search_latency_from: Optional[Path] = typer.Option(None, help="--search on TensorRT targets: a report.json with device figures merged by `edgekd report --merge`; the search ranks by a latency model fitted on them (predicted, said in the report)."),
     operating_point: OperatingPoint = typer.Option(OperatingPoint.teacher_sensitivity, case_sensitive=False, help="Binary threshold chosen on val: teacher-sensitivity (hold the teacher's val sensitivity) or youden (each model's Youden's J)."),
     threads: Optional[int] = typer.Option(None, help="Threads for latency figures (default from the target)."),
     iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure, fixed (default: at least 200, more until the median is stable)."),
@@ -89,6 +99,8 @@ def compress(
         _set(cfg.prune, ratio=prune_ratio, steps=prune_steps, recovery_steps=recovery_steps, depth=prune_depth)
         _set(cfg.quant, qat_steps=qat_steps)
         cfg.quant.enabled = not no_quantize
+        cfg.search = search_options(search, search_budget, search_lowrank, search_trials, max_latency_ms, max_size_mb,
+                                    search_latency_from)
         _set(cfg.bench, threads=threads, iterations=iterations, max_iterations=iterations,
              operating_point=operating_point.value)
         from ..api import compress as run
@@ -114,6 +126,29 @@ def compress(
     if bundle.get("path"):
         shipped_as = out / (bundle.get("archive") or bundle["path"])
         console.print(f"  bundle: {shipped_as}  (check it with: edgekd verify {shipped_as})", highlight=False)
+
+
+def search_options(search: bool, budget: Optional[str], lowrank: bool, trials: Optional[int],
+                   max_latency_ms: Optional[float], max_size_mb: Optional[float], latency_from: Optional[Path]):
+    """The --search options as a SearchConfig; a search-only option without --search is one error line."""
+    from ..config import SearchConfig
+    from ..search import parse_duration
+
+    on = search or budget is not None
+    if not on:
+        given = [name for name, v in (("--search-lowrank", lowrank or None), ("--search-trials", trials),
+                                      ("--max-latency-ms", max_latency_ms), ("--max-size-mb", max_size_mb),
+                                      ("--search-latency-from", latency_from)) if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the "
+                             "search: add --search (or --search-budget 30m)")
+        return SearchConfig()
+    budget = budget if budget is not None else DEFAULT_SEARCH_BUDGET
+    parse_duration(budget)  # a bad duration fails here, before any work
+    if latency_from is not None and not latency_from.is_file():
+        raise InputError(f"--search-latency-from {latency_from}: no such file (a report.json merged with device figures)")
+    return SearchConfig(budget=budget, lowrank=lowrank, max_trials=trials, max_latency_ms=max_latency_ms,
+                        max_size_mb=max_size_mb, latency_from=latency_from)
 
 
 def data_options(window: Optional[str], frame: int, split_by: Optional[str], split_fractions: Optional[str]):

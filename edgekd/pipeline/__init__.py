@@ -1,6 +1,6 @@
 """The pipeline: a list of stages, run in order on one :class:`Run`.
 
-    teacher-signal → baselines → distill → prune → lower-fp32 → quantize → lower-int8
+    teacher-signal → baselines → distill → prune → lowrank → lower-fp32 → quantize → lower-int8
     → lower-tensorrt → benchmark
 
 Each stage is one module here (see :mod:`edgekd.pipeline.stage` for the interface); the cached
@@ -13,6 +13,7 @@ from __future__ import annotations
 from .benchmark import BenchmarkStage
 from .distill import DistillStage
 from .lower import LowerStage, TensorRTStage
+from .lowrank import LowRankStage
 from .prune import PruneStage
 from .quantize import QuantizeStage
 from .run import Run
@@ -27,6 +28,7 @@ def stages() -> list[Stage]:
         BaselinesStage(),
         DistillStage(),
         PruneStage(),
+        LowRankStage(),
         LowerStage("fp32"),
         QuantizeStage(),
         LowerStage("int8"),

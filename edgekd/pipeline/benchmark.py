@@ -52,7 +52,8 @@ class BenchmarkStage(Stage):
         shipped, ship_info = task.choose(cands, profile, teacher.metrics, budget)
         ship_info["budget_source"] = {k: v for k, v in budget.source.items() if k in task.budgets}
         ship_info["teacher_candidate"] = teacher.name
-        report = build_report(cfg, inp, cands, shipped, ship_info, run.stages, run.work, run.elapsed(), robust=robust)
+        report = build_report(cfg, inp, cands, shipped, ship_info, run.stages, run.work, run.elapsed(), robust=robust,
+                              search=run.search)
         bundle = None
         if shipped is not None:
             from ..bundle import bundle_entry, write_bundle

@@ -39,6 +39,7 @@ class Run:
     budget: object = None  # edgekd.distill.Budget: optimizer steps of every training stage
     stages: dict = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # stage name -> its cache key (the chain)
+    search: object = None  # edgekd.search.SearchResult when --search chose this run's configuration
 
     signal: object = None  # edgekd.distill.TeacherSignal (teacher-signal)
     candidates: list[Candidate] = field(default_factory=list)  # every model that could ship, in stage order

@@ -21,7 +21,8 @@ def training_section(cfg: CompressConfig, stages: dict, metric: str = "AUC") -> 
 
 
 def build_report(cfg: CompressConfig, inp, cands: list[Candidate], shipped: Candidate | None,
-                 ship_info: dict, stages: dict, work: Path, seconds: float, *, robust=None) -> dict:
+                 ship_info: dict, stages: dict, work: Path, seconds: float, *, robust=None,
+                 search=None) -> dict:
     from ..measure.machine import machine_info
     from .precision import precision_notes
     from .robustness import robustness_section
@@ -56,5 +57,6 @@ def build_report(cfg: CompressConfig, inp, cands: list[Candidate], shipped: Cand
         "speedups": speedups(cands, shipped),
         "precision_notes": precision_notes(cands, inp.profile, shipped),
         "robustness": robustness_section(robust, cands, shipped, ship_info),
+        "search": search.to_dict() if search is not None else None,  # --search: every configuration tried (edgekd.search)
         "seconds": seconds,
     }

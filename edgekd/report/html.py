@@ -221,6 +221,32 @@ def robustness_html(report: dict) -> str:
             + f"<details><summary>Shifts, exactly</summary><ul>{desc}</ul></details>")
 
 
+def search_html(report: dict) -> str:
+    """The searched configurations as a table and latency vs val metric as a plot (from report.json "search")."""
+    from ..search import SearchResult
+    from .search import fig_search, table_rows
+
+    sec = report.get("search")
+    if not sec:
+        return ""
+    result = SearchResult.from_dict(sec)
+    header, *rows = table_rows(result)
+    body = ["<tr>" + "".join(_cell(v, cls="" if i in (1, 5, 6, 12, 13) else "num") for i, v in enumerate(r)) + "</tr>"
+            for r in rows]
+    spent = (f"{len(result.trials)} of {result.space.size} configurations in {result.seconds_total:.0f} s (budget "
+             f"{result.budget_s:.0f} s, stopped: {result.stopped}); {result.evaluations_run} evaluations run, "
+             f"{result.evaluations_reused} reused from the journal")
+    predicted = ("<p><strong>Latencies are predicted, not measured:</strong> "
+                 + escape((result.latency_model or {}).get("text", "")) + "</p>") if result.latency_kind == "predicted" else ""
+    return ("<h2>Search: the configurations tried</h2>"
+            f"<p class='muted'>{escape(spent)}. Val figures only (the test split confirms the shipped model once).</p>"
+            f"<p>{escape(result.reason)}.</p>" + predicted
+            + _table(header, body, ' id="search"')
+            + _figure(fig_search(result), "fig-search",
+                      "Val metric against batch-1 latency for every configuration; the Pareto front joined; the "
+                      "shipped configuration starred."))
+
+
 def machine_section(report: dict) -> str:
     mach, teacher, ds = report["machine"], report["teacher"], report["dataset"]
     rows = [("CPU", f"{mach['cpu']} ({', '.join(mach['isa']) or 'no SIMD flags read'})"),
@@ -277,7 +303,7 @@ def render_html(report: dict, test_images: np.ndarray | None = None, out: Path |
     if report.get("task") == "segmentation":
         from .segmentation import seg_html
 
-        body = head + [seg_html(report, out), "<h2>Size per candidate</h2>",
+        body = head + [seg_html(report, out), search_html(report), "<h2>Size per candidate</h2>",
                        _figure(plots.fig_sizes(report), "fig-sizes", "Files on disk (OpenVINO: .xml + .bin)."),
                        "<h2>Machine and versions</h2>", machine_section(report)]
     else:
@@ -287,6 +313,7 @@ def render_html(report: dict, test_images: np.ndarray | None = None, out: Path |
             "<h2>Where the shipped model and the teacher disagree</h2>", disagreement_section(report, test_images),
             per_class_section(report),
             robustness_html(report),
+            search_html(report),
             "<h2>Machine and versions</h2>", machine_section(report),
         ]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

@@ -80,6 +80,13 @@ class TrialRecord:
     def full(self) -> bool:
         return self.state == "complete"
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialRecord:
+        ev = d.get("evaluation")
+        return cls(d["number"], Config.from_dict(d["config"]), d["state"], d["rung"], d["fidelity"],
+                   Evaluation.from_dict(ev) if ev else None, d["objective"], list(d.get("violations") or []),
+                   d.get("error"))
+
     def to_dict(self) -> dict[str, Any]:
         return {"number": self.number, "config": self.config.to_dict(), "label": self.config.label(),
                 "state": self.state, "rung": self.rung, "fidelity": self.fidelity,
@@ -120,6 +127,20 @@ class SearchResult:
             "chosen": self.chosen.to_dict() if self.chosen else None,
             "front": [t.number for t in self.front], "trials": [t.to_dict() for t in self.trials],
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchResult:
+        """Back from :meth:`to_dict` (report.json "search"): what the report's table and plot are drawn from."""
+        trials = [TrialRecord.from_dict(t) for t in d["trials"]]
+        by = {t.number: t for t in trials}
+        chosen = d.get("chosen")
+        b = dict(d["budgets"])
+        b["metric_range"] = tuple(b.get("metric_range", (0.0, 1.0)))
+        return cls(trials, [by[n] for n in d["front"] if n in by], by.get(chosen["number"]) if chosen else None,
+                   d["reason"], Budgets(**b), SearchSpace(**{k: tuple(v) for k, v in d["space"].items()}),
+                   list(d["fidelities"]), d["latency_kind"], d["budget_s"], d["seconds"], d["seconds_total"],
+                   d["stopped"], d["evaluations_run"], d["evaluations_reused"], d.get("study", ""),
+                   d.get("folder", ""), d.get("latency_model"))
 
 
 def run_search(

@@ -1,11 +1,11 @@
-"""The search in the report: every configuration as a table row, and latency vs val metric as a plot."""
+"""The search (``compress --search``) in the report: every configuration as a table row, and latency vs val metric as a plot."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 from typing import Any
 
-from .study import SearchResult, TrialRecord
+from ..search.study import SearchResult, TrialRecord
 
 HEADER = ["#", "student", "depth", "prune", "low rank", "precision", "state", "fidelity", "val metric",
           "latency ms", "size KiB", "MMACs", "budgets", ""]
@@ -54,7 +54,7 @@ def markdown_table(result: SearchResult) -> str:
 def fig_search(result: SearchResult):
     """Val metric vs latency: every evaluated configuration (hollow: stopped before full fidelity),
     the Pareto front joined, the shipped one starred, the budgets as dashed lines."""
-    from ..report.plots import (
+    from .plots import (
         FRONT_COLOR,
         SHIPPED_COLOR,
         STUDENT_COLOR,
@@ -96,7 +96,7 @@ def fig_search(result: SearchResult):
 
 def plot_search(result: SearchResult, path: Path, dpi: int = 110) -> Path:
     """:func:`fig_search` saved as a PNG at ``path``."""
-    from ..report.plots import _plt
+    from .plots import _plt
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
