@@ -68,6 +68,26 @@ def test_search_ships_the_chosen_configuration_reports_it_and_resumes_from_its_j
     assert "search [" not in again.output  # nothing was trained again
 
 
+def test_tensorrt_target_ranks_by_a_latency_model_fitted_on_merged_device_figures(data_and_teacher, tmp_path):
+    npz, teacher = data_and_teacher
+    # a merged report as `edgekd report --merge` leaves it: candidates with MACs and layers, device p50s
+    # (made up here: 0.01 ms per MMAC + 0.02 ms per layer + 0.3 ms)
+    pts = [("a", 1_000_000, 10), ("b", 5_000_000, 20), ("c", 20_000_000, 40), ("d", 2_000_000, 60)]
+    merged = {"candidates": [{"name": n, "macs": m, "layers": k} for n, m, k in pts],
+              "device_measurements": [{"candidate": n, "latency_ms": {"p50": 0.01 * m / 1e6 + 0.02 * k + 0.3}}
+                                      for n, m, k in pts]}
+    (tmp_path / "merged.json").write_text(json.dumps(merged))
+    result = runner.invoke(app, ["compress", "--teacher", str(teacher), "--data", str(npz), "--target",
+                                 "jetson-orin-nano", "--out", str(tmp_path / "out"), *LOOSE, *QUICK, "--search",
+                                 "--search-trials", "1", "--search-latency-from", str(tmp_path / "merged.json")])
+    assert result.exit_code == 0, result.output
+    s = json.loads((tmp_path / "out" / "report.json").read_text())["search"]
+    assert s["latency_kind"] == "predicted" and abs(s["latency_model"]["ms_per_layer"] - 0.02) < 1e-6
+    ev = s["trials"][0]["evaluation"]
+    assert abs(ev["latency_ms"] - (0.01 * ev["macs"] / 1e6 + 0.02 * ev["layers"] + 0.3)) < 1e-6
+    assert "predicted" in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_lowrank_stage_factorizes_the_pruned_student_and_the_lowered_file_is_it(data_and_teacher, tmp_path):
     from edgekd.api import compress
     from edgekd.config import CompressConfig

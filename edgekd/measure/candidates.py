@@ -35,6 +35,7 @@ class Candidate:
     robustness: dict | None = None  # {"val", "test"}: edgekd.robust.Robustness under acquisition shift, when evaluated
     notes: list[str] = field(default_factory=list)
     timed: bool = True  # False for simulated models (NNCF fake-quant in torch): metrics only, no latency
+    layers: int | None = None  # convolutions + linears of the lowered model (the search's latency model term)
 
     def to_dict(self, out: Path | None = None) -> dict:
         path = self.path
@@ -54,6 +55,7 @@ class Candidate:
             "size_bytes": self.size_bytes,
             "params": self.params,
             "macs": self.macs,
+            "layers": self.layers,
             "latency_ms": latency_report(self.latency, self.latency_batch),
             "memory_mb": self.memory.to_dict() if self.memory is not None else None,
             "metrics": self.metrics.to_dict() if self.metrics else None,

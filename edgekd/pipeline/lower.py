@@ -76,6 +76,7 @@ def lower_student(run: Run, model: torch.nn.Module, source: Candidate, precision
     from ..lower import get_backend
     from ..lower._base import predict_batched
     from ..lower.validate import check_agreement
+    from ..lowrank import layer_count
 
     inp = run.inp
     check_x = inp.data.test.images.numpy()[:512]
@@ -96,8 +97,10 @@ def lower_student(run: Run, model: torch.nn.Module, source: Candidate, precision
     cands.append(Candidate(f"{stem}-openvino", "lower", "openvino", precision, "student",
                            ov_be.OpenVINORunner(ov_xml, inp.threads, precision), ov_xml, size_on_disk(ov_xml),
                            source.params, source.macs, source=source.name))
+    layers = layer_count(model)
     for c in cands:
         c.agreement = check_agreement(c.name, ref, predict_batched(c.runner, check_x), precision=precision)
+        c.layers = layers
     return cands
 
 
@@ -131,7 +134,7 @@ def lower_for_tensorrt(run: Run, lowered: list[Candidate], work: Path) -> list[C
             check_tensorrt_onnx(src.path, profile.tensorrt)  # opset and ops the device's parser reads
             out.append(Candidate(f"student-{prec}-tensorrt", "lower", "tensorrt", prec, "student", src.runner,
                                  src.path, src.size_bytes, src.params, src.macs, agreement=src.agreement,
-                                 source=src.source, timed=False, notes=[note]))
+                                 source=src.source, timed=False, notes=[note], layers=src.layers))
         elif prec == "int8" and "onnxruntime-int8" in by:
             src = by["onnxruntime-int8"]
             path = to_tensorrt_qdq(src.path, work / "models" / "student-int8-tensorrt.onnx")
@@ -142,6 +145,6 @@ def lower_for_tensorrt(run: Run, lowered: list[Candidate], work: Path) -> list[C
                                         predict_batched(runner, x), precision="int8")
             out.append(Candidate("student-int8-tensorrt", "lower", "tensorrt", "int8", "student", runner, path,
                                  size_on_disk(path), src.params, src.macs, agreement=agreement,
-                                 source=src.name, timed=False,
+                                 source=src.name, timed=False, layers=src.layers,
                                  notes=[note, "uint8 activation Q/DQ rewritten to symmetric int8 for TensorRT"]))
     return out

@@ -142,7 +142,7 @@ def candidate_record(c: Candidate, folder: Path) -> dict:
     return {"name": c.name, "stage": c.stage, "backend": c.backend, "precision": c.precision, "role": c.role,
             "path": rel, "inside": inside, "params": c.params, "macs": c.macs, "source": c.source,
             "agreement": c.agreement.to_dict() if c.agreement is not None else None, "notes": list(c.notes),
-            "timed": c.timed}
+            "timed": c.timed, "layers": c.layers}
 
 
 def candidate_from_record(d: dict, folder: Path, threads: int) -> Candidate:
@@ -154,7 +154,7 @@ def candidate_from_record(d: dict, folder: Path, threads: int) -> Candidate:
     return Candidate(d["name"], d["stage"], d["backend"], d["precision"], d["role"], runner, path,
                      size_on_disk(path), d["params"], d["macs"],
                      agreement=Agreement(**d["agreement"]) if d["agreement"] else None,
-                     source=d["source"], notes=list(d["notes"]), timed=d["timed"])
+                     source=d["source"], notes=list(d["notes"]), timed=d["timed"], layers=d.get("layers"))
 
 
 def records(cands: list[Candidate], folder: Path) -> dict:

@@ -151,7 +151,7 @@ def _evaluate(c: CompressConfig, config, inp, store: StageStore, quiet: "_Quiet"
             bench = replace(c.bench, memory=False, max_seconds=min(c.bench.max_seconds, SEARCH_TIMING_S))
             time_candidate(cand, val, bench, inp.threads, 1)
             latency = float(cand.latency.p50)
-        layers = layer_count(run.quantized if config.precision == "int8" and run.quantized is not None else run.student)
+        layers = cand.layers if cand.layers is not None else layer_count(run.student)
         return Evaluation(metric, latency, int(cand.size_bytes or 0), int(cand.macs or 0), int(layers))
 
 
