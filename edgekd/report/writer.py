@@ -129,9 +129,9 @@ def markdown(report: dict) -> str:
         lines += seg_markdown(report)
     else:
         lines += clinical_markdown(report)
-        from .robustness import markdown as robustness_markdown
+    from .robustness import markdown as robustness_markdown
 
-        lines += robustness_markdown(report)
+    lines += robustness_markdown(report)
     lines += device_section(report)
     if report.get("bundle"):
         lines += ["", "## Bundle", "", f"`{report['bundle']['path']}/`: " + ", ".join(report["bundle"]["files"]),
