@@ -72,6 +72,15 @@ def test_segmentation_runs_the_same_stages_ships_on_dice_and_bundles_masks(seg_d
     assert "## Segmentation" in md and f"{names[report['shipped']]['metrics']['dice']:.4f}" in md
     assert (out / "overlays.png").is_file() and report["segmentation"]["overlays"]
     assert "fig-overlays" in (out / "report.html").read_text()
+    # robustness under shift, scored by mean Dice with the masks moved by the geometric shifts
+    rob = report["robustness"]
+    assert rob["metric"] == "dice" and rob["teacher"] == "teacher-torch-fp32" and rob["shown"] == report["shipped"]
+    assert rob["images"] == {"val": 24, "test": 24} and rob["max_robust_drop"] is None
+    t = rob["candidates"]["teacher-torch-fp32"]["test"]
+    assert t["clean"] == pytest.approx(names["teacher-torch-fp32"]["metrics"]["dice"], abs=1e-4)  # through its ORT file
+    assert len(t["scores"]) == 24 and all(0.0 <= s["metric"] <= 1.0 for s in t["scores"])
+    assert "## Robustness under acquisition shift" in md and "teacher DICE" in md
+    assert 'id="robustness"' in (out / "report.html").read_text()
 
     bundle = out / "bundle"
     with np.load(bundle / "sample.npz") as s:

@@ -47,7 +47,8 @@ class BenchmarkStage(Stage):
 
             pre = data.preprocessing
             robust = evaluate_candidates(teacher, cands, profile, {"val": val, "test": test}, mean=pre.mean,
-                                         std=pre.std, seed=cfg.seed, max_images=cfg.bench.robust_images, log=run.log)
+                                         std=pre.std, seed=cfg.seed, max_images=cfg.bench.robust_images,
+                                         metric=task.robust_metric, num_classes=data.num_classes, log=run.log)
         budget = task.budget(profile, cfg)
         shipped, ship_info = task.choose(cands, profile, teacher.metrics, budget)
         ship_info["budget_source"] = {k: v for k, v in budget.source.items() if k in task.budgets}

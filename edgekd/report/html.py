@@ -305,7 +305,7 @@ def render_html(report: dict, test_images: np.ndarray | None = None, out: Path |
 
         body = head + [seg_html(report, out), search_html(report), "<h2>Size per candidate</h2>",
                        _figure(plots.fig_sizes(report), "fig-sizes", "Files on disk (OpenVINO: .xml + .bin)."),
-                       "<h2>Machine and versions</h2>", machine_section(report)]
+                       robustness_html(report), "<h2>Machine and versions</h2>", machine_section(report)]
     else:
         body = head + [
             "<h2>Candidates (test split)</h2>", candidates_table(report), clinical_summary(report),

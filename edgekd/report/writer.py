@@ -129,14 +129,15 @@ def markdown(report: dict) -> str:
         lines += seg_markdown(report)
     else:
         lines += clinical_markdown(report)
-        from .robustness import markdown as robustness_markdown
+    from .robustness import markdown as robustness_markdown
 
-        lines += robustness_markdown(report)
+    lines += robustness_markdown(report)
     if report.get("search"):
         from ..search import SearchResult
         from .search import markdown_table
 
-        lines += ["", "## Search (`--search`): the configurations tried", "", markdown_table(SearchResult.from_dict(report["search"]))]
+        lines += ["", "## Search (`--search`): the configurations tried", "",
+                  markdown_table(SearchResult.from_dict(report["search"]))]
     lines += device_section(report)
     if report.get("bundle"):
         lines += ["", "## Bundle", "", f"`{report['bundle']['path']}/`: " + ", ".join(report["bundle"]["files"]),

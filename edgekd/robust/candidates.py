@@ -3,7 +3,9 @@
 The benchmark stage calls :func:`evaluate_candidates` after the clean figures are measured. Only
 the teacher and the deployable students (the target's runtime and precisions, with metrics) are
 scored: they are what the shipping choice compares; the other students are steps on the way.
-Classification is scored by ROC AUC (macro one-vs-rest for more than two classes).
+Classification is scored by ROC AUC (macro one-vs-rest for more than two classes), segmentation by
+mean foreground Dice (``metric="dice"``: a split's targets are masks, moved with the image by the
+geometric shifts, and each model's per-pixel logits are reduced to argmax masks batch by batch).
 """
 from __future__ import annotations
 
@@ -52,23 +54,45 @@ def runner_for(cand: Any, cands: list) -> Any:
     return cand.runner
 
 
+def mean_dice_of(num_classes: int) -> Callable[[np.ndarray, np.ndarray], float]:
+    """Mean foreground Dice (the segmentation report's figure) of argmax masks N×H×W against masks N×H×W."""
+    from ..metrics.segmentation import dice_scores, mean_score
+
+    return lambda pred, truth: mean_score(dice_scores(pred, truth, num_classes))
+
+
+def _argmax_masks(runner: Any) -> Callable[[np.ndarray], np.ndarray]:
+    from ..lower._base import predict_batched
+
+    return lambda x: predict_batched(runner, x, batch_size=len(x), desc="robustness").argmax(1).astype(np.uint8)
+
+
 def evaluate_candidates(teacher: Any, cands: list, profile: Any, splits: dict[str, tuple[np.ndarray, np.ndarray]], *,
                         mean, std, seed: int, max_images: int, shifts: tuple[Shift, ...] = DEFAULT_SHIFTS,
+                        metric: str = "auc", num_classes: int = 2,
                         log: Callable[[str], None] = lambda msg: None) -> RobustRun:
-    """Set ``robustness`` ({split: Robustness}) on the teacher and each deployable student."""
+    """Set ``robustness`` ({split: Robustness}) on the teacher and each deployable student.
+
+    ``splits``: (images, labels) scored by ROC AUC (``metric="auc"``), or (images, masks N×H×W) scored
+    by mean Dice over the foreground classes of ``num_classes`` (``metric="dice"``)."""
     from ..metrics.classification import roc_auc
 
     chosen = robust_candidates(teacher, cands, profile)
+    if metric not in ("auc", "dice"):
+        raise ValueError(f"robustness metric must be 'auc' or 'dice', got {metric!r}")
+    masks = metric == "dice"
+    metric_fn = mean_dice_of(num_classes) if masks else roc_auc
     t0 = time.perf_counter()
     images, available = {}, {}
     for split, (x, y) in splits.items():
         idx = subset(len(x), max_images, seed)
         images[split], available[split] = len(idx), len(x)
-        results = robustness_of({c.name: runner_for(c, cands) for c in chosen}, x[idx], y[idx], roc_auc, shifts,
-                                seed, mean=mean, std=std, metric="auc")
+        models = {c.name: (_argmax_masks(runner_for(c, cands)) if masks else runner_for(c, cands)) for c in chosen}
+        results = robustness_of(models, x[idx], None if masks else y[idx], metric_fn, shifts, seed, mean=mean,
+                                std=std, masks=y[idx] if masks else None, metric=metric)
         for c in chosen:
             c.robustness = {**(c.robustness or {}), split: results[c.name]}
     seconds = time.perf_counter() - t0
     log(f"robustness: {len(chosen)} models × {len(shifts)} shifts on "
         + ", ".join(f"{images[s]} {s}" for s in splits) + f" images in {seconds:.1f} s")
-    return RobustRun(tuple(c.name for c in chosen), images, available, seconds, tuple(shifts), int(seed), "auc")
+    return RobustRun(tuple(c.name for c in chosen), images, available, seconds, tuple(shifts), int(seed), metric)

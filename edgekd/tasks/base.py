@@ -23,6 +23,7 @@ class Task:
     sample_size = 300  # test images in the bundle's sample.npz
     budgets: tuple[str, ...] = ()  # the profile's shipping budgets this task applies
     robustness = False  # scored under acquisition shift in the benchmark (edgekd.robust)
+    robust_metric = "auc"  # what the robustness step scores: "auc" (labels) or "dice" (masks moved with the image)
 
     @property
     def objective(self):

@@ -46,6 +46,8 @@ class SegmentationTask(Task):
     name = "segmentation"
     section = "segmentation"
     budgets = ("max_dice_drop",)
+    robustness = True  # scored under shift by mean Dice; reported, not yet a shipping budget (--max-robust-drop refused)
+    robust_metric = "dice"
     sample_size = 64  # per-pixel logits: 64 images of 128×128×2 are 8 MB of expected outputs
 
     @property
@@ -68,8 +70,8 @@ class SegmentationTask(Task):
             if v is not None:
                 raise InputError(f"{flag} is a classification budget: use --max-dice-drop with --task segmentation")
         if cfg.max_robust_drop is not None:
-            raise InputError("--max-robust-drop is not applied to segmentation yet (the robustness step scores "
-                             "classifiers): drop it")
+            raise InputError("--max-robust-drop is not applied to segmentation yet (the robustness step reports "
+                             "Dice under shift but does not gate shipping): drop it")
         from ..config import DistillConfig
 
         if d.mixup != DistillConfig().mixup:  # the default is the classifier's; any other value was asked for
