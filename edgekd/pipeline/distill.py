@@ -12,6 +12,9 @@ from .run import Run, state_of
 from .stage import Stage
 
 
+RESOLVED = ("student", "max_steps", "teacher_mode", "cached_views")  # DistillConfig fields keyed by what they resolve to
+
+
 class DistillStage(Stage):
     """Knowledge distillation of the chosen student (``inp.student``) for the run's step budget."""
 
@@ -24,7 +27,10 @@ class DistillStage(Stage):
 
     def key(self, run: Run) -> str:
         cfg, weights = run.cfg, run.cfg.distill.student_weights
-        return run.store.key(self.name, run.keys["teacher-signal"], run.inp.student, asdict(cfg.distill),
+        # the student, steps, teacher mode and view count are in the key as resolved (inp.student, the budget,
+        # the teacher-signal key), not as typed: `--search` and a plain run of the same settings share the entry
+        settings = {k: v for k, v in asdict(cfg.distill).items() if k not in RESOLVED}
+        return run.store.key(self.name, run.keys["teacher-signal"], run.inp.student, settings,
                              sha256_file(Path(weights)) if weights is not None else None, run.budget.distill, cfg.seed)
 
     def summary(self, run: Run) -> str:
