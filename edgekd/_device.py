@@ -83,11 +83,15 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.to(device, non_blocking=x.device.type == "cpu" and x.is_pinned())
 
 
+def device_of(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a model without any)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else CPU
+
+
 def for_training(model: torch.nn.Module, device: torch.device, *, copy_first: bool = False) -> torch.nn.Module:
     """``model`` ready to train on ``device``: moved there in place, or (``copy_first``) a copy moved there so that
     the original stays where it is (a CPU candidate that later stages measure). Already there: ``model`` itself."""
-    from .models.predict import device_of
-
     device = torch.device(device)
     here = device_of(model)
     if here == device or (device.type == here.type == "cuda" and device.index is None):

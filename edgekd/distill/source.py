@@ -127,8 +127,7 @@ class TeacherSignal:
             feats = None
             with torch.no_grad():
                 if self.feature_module is not None:  # on the training device (features stay there)
-                    from .._device import to_device
-                    from ..models.predict import device_of
+                    from .._device import device_of, to_device
 
                     feats = self.feature_module.forward_features(to_device(images, device_of(self.feature_module)))
                     t = self.feature_module.forward_head(feats).float()

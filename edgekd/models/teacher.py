@@ -68,7 +68,7 @@ class Teacher:
     @property
     def device(self) -> torch.device:
         """Where :meth:`logits` runs (ONNX teachers: ONNX Runtime on the CPU)."""
-        from .predict import device_of
+        from .._device import device_of
 
         return device_of(self._on_device) if self._on_device is not None else torch.device("cpu")
 
