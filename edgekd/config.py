@@ -165,6 +165,10 @@ class CompressConfig:
     max_sensitivity_drop: float | None = None  # test sensitivity >= teacher sensitivity - this
     max_dice_drop: float | None = None  # segmentation: test mean Dice >= teacher mean Dice - this
     task: str = "classification"  # "classification" (N×K logits) or "segmentation" (N×K×H×W, masks)
+    # where training runs (edgekd._device): "auto" (CUDA when torch sees a GPU, else the CPU), "cpu", "cuda",
+    # "cuda:N"; the teacher's logits, distillation, prune fine-tunes and QAT. Export, lowering and the benchmark
+    # always run on the CPU and the target runtime.
+    device: str = "auto"
     max_robust_drop: float | None = None  # mean drop under shift <= the teacher's + this (the profile's; off there by default)
     seed: int = 0
     overwrite: bool = False  # replace an existing --out directory

@@ -34,6 +34,8 @@ class Inputs:
     student: str = ""  # the student to distil: a zoo name or "from-teacher" (resolved from --student and the teacher)
     derived_base: torch.nn.Module | None = None  # from-teacher: the teacher's architecture as a prunable module
     task: object = None  # edgekd.tasks.Task (--task): what differs between classification and segmentation
+    device: torch.device = torch.device("cpu")  # where training runs (--device, resolved by edgekd._device)
+    device_info: dict | None = None  # report.json "training.device": the device, autocast, where the teacher ran
 
 
 def check_settings(cfg: CompressConfig) -> None:
@@ -48,6 +50,9 @@ def check_settings(cfg: CompressConfig) -> None:
 
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed < 2**32:
         raise InputError(f"--seed must be an integer in [0, 2**32), got {cfg.seed!r}")
+    from ._device import resolve_device
+
+    resolve_device(cfg.device)  # an unknown name, or CUDA where there is none: before any data is read
     check_steps(cfg.distill.max_steps, "--max-steps", allow_zero=False)
     _check_args(cfg.distill, 0, cfg.distill.lr)
     check_augment(cfg.distill.augment, cfg.distill.mixup)
@@ -84,6 +89,10 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     task.check_settings(cfg)
     profile = load_target(cfg.target)
     budget = task.budget(profile, cfg)  # bad budgets fail before any work
+    if cfg.search.budget is not None:
+        from .pipeline.search import check_search
+
+        check_search(cfg, profile)
     if budget.max_robust_drop is not None and cfg.bench.robust_images == 0:
         raise InputError("max_robust_drop needs the robustness evaluation, which bench.robust_images = 0 turns off: "
                          "set robust_images > 0 or drop the budget")
@@ -113,4 +122,24 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     name, base = task.choose_student(cfg, profile, teacher, example, log)
     # the profile's thread count is the device's; the host never oversubscribes its own cores
     threads = cfg.bench.threads or min(profile.threads, os.cpu_count() or 1)
-    return Inputs(profile, data, teacher, threads, example, unlabelled, name, base, task)
+    device, device_info = training_device(cfg, teacher, example, log)
+    return Inputs(profile, data, teacher, threads, example, unlabelled, name, base, task, device, device_info)
+
+
+def training_device(cfg: CompressConfig, teacher, example: torch.Tensor, log: Log) -> tuple[torch.device, dict]:
+    """The device training runs on (--device), the teacher moved there when it can be; said in one log line."""
+    from ._device import describe, resolve_device
+
+    device = resolve_device(cfg.device)
+    info = describe(device)
+    why = teacher.run_on(device, example)
+    info["teacher"] = str(teacher.device)
+    if why:
+        info["teacher_note"] = why
+    if device.type == "cpu":
+        log(f"training: on the CPU (--device {cfg.device})")
+    else:
+        log(f"training: on {info['device']} ({info['name']}, {info['autocast']} autocast in training forward passes; "
+            f"teacher logits in float32 on {info['teacher']}{': ' + why if why else ''}); export, lowering and "
+            "the benchmark on the CPU")
+    return device, info

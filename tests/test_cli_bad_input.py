@@ -103,6 +103,8 @@ CASES = [
     Case("unknown-teacher-mode", "unknown teacher mode", "--teacher teacher.onnx --data ok.npz --teacher-mode fast",
          "unknown teacher mode"),
     Case("mixup-range", "--mixup 2", "--teacher teacher.onnx --data ok.npz --mixup 2", "[0, 1]"),
+    Case("unknown-device", "misspelt training device", "--teacher teacher.onnx --data ok.npz --device gpu",
+         "unknown device 'gpu'"),
     # ---- .npz data
     Case("data-missing", "data path does not exist", "--teacher teacher.onnx --data nope.npz", "does not exist"),
     Case("data-wrong-kind", "data is a .txt file", "--teacher teacher.onnx --data labels.txt", "not a supported dataset"),

@@ -38,6 +38,11 @@ def seed_option() -> Any:
     return typer.Option(0, min=0, max=2**32 - 1, help="Seed for every random choice (0 to 2**32-1).")
 
 
+def device_option() -> Any:
+    return typer.Option("auto", help="Where training runs: auto (CUDA when torch sees a GPU, else the CPU), cpu, cuda "
+                                     "or cuda:N. Export, lowering and the benchmark always run on the CPU.")
+
+
 def augment_option(default: Optional[str] = None, who: str = "the teacher and student both see") -> Any:
     return typer.Option(default, help=f"Augmentation {who}: medical (default: small affine, brightness, contrast, "
                                       "gamma, noise) or none.")

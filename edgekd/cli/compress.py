@@ -70,6 +70,7 @@ def compress(
     threads: Optional[int] = typer.Option(None, help="Threads for latency figures (default from the target)."),
     iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure, fixed (default: at least 200, more until the median is stable)."),
     max_samples: Optional[int] = opt.max_samples_option(),
+    device: str = opt.device_option(),
     seed: int = opt.seed_option(),
     overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
     cache_dir: Optional[Path] = typer.Option(None, help="Where finished stages are kept and reused (default: .edgekd-cache beside --out)."),
@@ -88,7 +89,7 @@ def compress(
         cfg = CompressConfig(target=target, out=out, teacher=teacher, teacher_weights=teacher_weights,
                              trust_checkpoint=trust_checkpoint, data=data, unlabelled=unlabelled, max_auc_drop=max_auc_drop,
                              max_sensitivity_drop=max_sensitivity_drop, max_dice_drop=max_dice_drop, task=task,
-                             max_robust_drop=max_robust_drop,
+                             max_robust_drop=max_robust_drop, device=device,
                              seed=seed, overwrite=overwrite, max_samples=max_samples,
                              cache_dir=cache_dir, force=force, archive=archive)
         cfg.preprocessing = opt.preprocessing(image_size, mean, std)

@@ -29,7 +29,7 @@ def train_teacher(
     augment: str = opt.augment_option("medical", who="of the training images (as in distillation)"),
     allow_flips: bool = opt.allow_flips_option(),
     mixup: float = opt.mixup_option(0.0, default_text="0"),
-    device: str = typer.Option("auto", help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N."),
+    device: str = opt.device_option(),
     seed: int = opt.seed_option(),
     overwrite: bool = typer.Option(False, help="Replace an existing --out folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the result and errors."),

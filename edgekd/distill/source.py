@@ -97,7 +97,7 @@ class TeacherSignal:
     mean: torch.Tensor | None = None  # 1×C×1×1, to turn stored pixels back into model inputs
     std: torch.Tensor | None = None
     info: dict = field(default_factory=dict)
-    feature_module: torch.nn.Module | None = None  # online + --feature-kd: the teacher as a timm module
+    feature_module: torch.nn.Module | None = None  # online + --feature-kd: the teacher as a timm module (training device)
 
     @classmethod
     def plain(cls, train_images: torch.Tensor, train_labels: torch.Tensor, train_logits: torch.Tensor,
@@ -126,8 +126,10 @@ class TeacherSignal:
             images, labels, partner_labels, lam, _ = self.augmenter.view(self.pool.images[idx], labels, seed)
             feats = None
             with torch.no_grad():
-                if self.feature_module is not None:
-                    feats = self.feature_module.forward_features(images)
+                if self.feature_module is not None:  # on the training device (features stay there)
+                    from .._device import device_of, to_device
+
+                    feats = self.feature_module.forward_features(to_device(images, device_of(self.feature_module)))
                     t = self.feature_module.forward_head(feats).float()
                 else:
                     t = self.teacher(images).float()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._device import autocast, to_device
 from .._progress import track
 from ..config import DistillConfig
 from ..data._base import Dataset
@@ -70,7 +71,7 @@ def distill(
     keep_start: bool = False,
     features: bool = False,
 ) -> DistillResult:
-    """Train ``student`` in place for ``steps`` optimizer steps on the signal's batches.
+    """Train ``student`` in place, on the device it is on, for ``steps`` optimizer steps on the signal's batches.
 
     ``keep_start``: the model before training is a candidate too (fine-tunes of a pruned or
     quantized model never return something further from the teacher than what they were given).
@@ -116,14 +117,16 @@ def distill(
     for step in track(range(1, steps + 1), f"{desc} ({steps} steps)", total=steps):
         idx = order.next()
         b = signal.batch(idx, step_seed(seed, step))
-        if hint is not None:
-            feats = student.forward_features(b.images.to(device))
-            logits = student.forward_head(feats)
-        else:
-            logits = student(b.images.to(device))
-        loss = obj.loss(logits, b, temperature=cfg.temperature, alpha=cfg.alpha)
-        if hint is not None:
-            loss = loss + cfg.feature_kd * hint.loss(feats, b.features.to(device))
+        x = to_device(b.images, device)
+        with autocast(device):  # bf16 on CUDA; nothing on the CPU
+            if hint is not None:
+                feats = student.forward_features(x)
+                logits = student.forward_head(feats)
+            else:
+                logits = student(x)
+            loss = obj.loss(logits, b, temperature=cfg.temperature, alpha=cfg.alpha)
+            if hint is not None:
+                loss = loss + cfg.feature_kd * hint.loss(feats, to_device(b.features, device))
         if not torch.isfinite(loss):
             warnings.warn(f"{desc}: loss became non-finite at step {step} (learning rate {lr:g} too high?); "
                           "stopping and keeping the best checkpoint so far", RuntimeWarning, stacklevel=2)

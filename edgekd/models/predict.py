@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .._device import device_of  # defined with the rest of the device decisions
+
 
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Float32 CPU logits of ``model`` in eval mode, in batches on the model's device; its mode is restored."""
@@ -18,8 +20,3 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int
         model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0, 0)
 
-
-def device_of(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a model without any)."""
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")

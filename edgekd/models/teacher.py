@@ -61,6 +61,45 @@ class Teacher:
     onnx_path: Path | None = None  # set for ONNX teachers (baselines reuse the file)
     input_shape: tuple[int | None, ...] | None = None  # declared N,C,H,W (None: dynamic/unknown)
     _session: Any = field(default=None, repr=False, compare=False)  # onnxruntime session
+    # --device: a copy of ``module`` on the training device that logits() runs (None: ``module``, on the CPU).
+    # ``module`` itself stays on the CPU: it is exported, lowered and timed as the baseline.
+    _on_device: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def device(self) -> torch.device:
+        """Where :meth:`logits` runs (ONNX teachers: ONNX Runtime on the CPU)."""
+        from .._device import device_of
+
+        return device_of(self._on_device) if self._on_device is not None else torch.device("cpu")
+
+    @property
+    def live_module(self) -> torch.nn.Module | None:
+        """The torch module :meth:`logits` runs: on the training device after :meth:`run_on`, else ``module``."""
+        return self._on_device if self._on_device is not None else self.module
+
+    def run_on(self, device: torch.device, example: torch.Tensor) -> str | None:
+        """Run later forward passes on ``device`` (a copy of the module there); None, or why it stays on the CPU.
+
+        ONNX teachers stay on ONNX Runtime's CPU provider. A torch teacher that does not run on the
+        device (a TorchScript or torch.export graph with the CPU baked in) stays on the CPU too.
+        """
+        device = torch.device(device)
+        self._on_device = None
+        if device.type == "cpu":
+            return None
+        if self.module is None:
+            return "an ONNX teacher runs on ONNX Runtime's CPU provider"
+        import copy
+
+        try:
+            moved = copy.deepcopy(self.module).to(device).eval()
+            probe = example[:1].repeat(self.fixed_batch or 2, 1, 1, 1).to(device)  # 1×C×H×W from the data
+            with torch.inference_mode():
+                moved(probe)
+        except Exception as exc:  # noqa: BLE001 - any failure keeps the teacher on the CPU, said in one line
+            return f"the {self.format} teacher does not run on {device} ({type(exc).__name__}: {str(exc)[:100]})"
+        self._on_device = moved
+        return None
 
     @property
     def fixed_batch(self) -> int | None:
@@ -93,6 +132,8 @@ class Teacher:
             return torch.from_numpy(self._session.run(None, {name: x.numpy()})[0])
         if self.module is None:
             raise TeacherError(f"teacher {self.spec} has no runnable model (internal: no module or session)")
+        if self._on_device is not None:
+            return self._forward_on_device(x)
         with torch.inference_mode():
             out = self.module(x)
         if isinstance(out, (tuple, list)) and len(out) == 1:
@@ -103,6 +144,19 @@ class Teacher:
                 "N×classes logits tensor; export the model with a single logits output"
             )
         return out.detach().clone()
+
+    def _forward_on_device(self, x: torch.Tensor) -> torch.Tensor:
+        """One batch on the training device (float32, no autocast: these logits are the targets); CPU logits."""
+        from .._device import to_device
+
+        with torch.inference_mode():
+            out = self._on_device(to_device(x, self.device))
+        if isinstance(out, (tuple, list)) and len(out) == 1:
+            out = out[0]
+        if not isinstance(out, torch.Tensor):
+            raise TeacherError(f"teacher {self.spec} is not a classifier: it returns {type(out).__name__}, expected "
+                               "one N×classes logits tensor; export the model with a single logits output")
+        return out.detach().cpu()
 
     def check(self, channels: int, num_classes: int, image_size: tuple[int, int]) -> None:
         """Fail early, with the fix, when the teacher does not fit the data's shape."""

@@ -31,12 +31,14 @@ class DistillStage(Stage):
         # the teacher-signal key), not as typed: `--search` and a plain run of the same settings share the entry
         settings = {k: v for k, v in asdict(cfg.distill).items() if k not in RESOLVED}
         return run.store.key(self.name, run.keys["teacher-signal"], run.inp.student, settings,
-                             sha256_file(Path(weights)) if weights is not None else None, run.budget.distill, cfg.seed)
+                             sha256_file(Path(weights)) if weights is not None else None, run.budget.distill, cfg.seed,
+                             *run.device_key())
 
     def summary(self, run: Run) -> str:
         return run.inp.student
 
     def produce(self, run: Run, folder: Path) -> dict:
+        from .._device import for_training, to_cpu
         from ..distill import distill
         from ..prune.derived import (
             FROM_TEACHER,
@@ -62,13 +64,16 @@ class DistillStage(Stage):
             start, loaded = run.starting_student(name)
             info.update(start="weights" if loaded else "random init", student_weights=loaded)
         steps = run.budget.distill
-        res = distill(start, inp.data, tl, cfg.distill, steps=steps, seed=cfg.seed, features=True)
+        res = distill(for_training(start, run.device), inp.data, tl, cfg.distill, steps=steps, seed=cfg.seed,
+                      features=True)
+        to_cpu(res.model)  # saved, exported and measured from the CPU
         if derived:
             save_derived(res.model, inp.teacher, folder, inp.example, run.build_student(name))  # structure + weights
         else:
             torch.save(state_of(res.model), folder / "student.pt")
-        return {**info, "steps_planned": steps, "steps_run": res.steps_run, "best_step": res.best_step,
-                f"best_val_{res.metric}": res.best_val_score, "val_kl": res.val_kl, "history": res.history}
+        return {**info, "device": str(run.device), "steps_planned": steps, "steps_run": res.steps_run,
+                "best_step": res.best_step, f"best_val_{res.metric}": res.best_val_score, "val_kl": res.val_kl,
+                "history": res.history}
 
     def load(self, run: Run, entry) -> None:
         from ..lower.torch import TorchRunner

@@ -29,21 +29,25 @@ class PruneStage(Stage):
 
     def key(self, run: Run) -> str:
         b = run.budget
-        return run.store.key(self.name, run.student_key, asdict(run.cfg.prune), b.finetune, b.recovery)
+        return run.store.key(self.name, run.student_key, asdict(run.cfg.prune), b.finetune, b.recovery,
+                             *run.device_key())
 
     def _base(self, run: Run):
         return run.build_student(run.stages["distill"]["student"])  # what the saved structure is relative to
 
     def produce(self, run: Run, folder: Path) -> dict:
+        from .._device import for_training, to_cpu
         from ..prune import prune
         from ..prune.serialize import save_pruned
 
         cfg, b = run.cfg, run.budget
-        res = prune(run.student, run.inp.data, run.signal, cfg.prune, cfg.distill, finetune_steps=b.finetune,
+        # on another device: a copy (run.student stays the CPU candidate the benchmark measures)
+        student = for_training(run.student, run.device, copy_first=True)
+        res = prune(student, run.inp.data, run.signal, cfg.prune, cfg.distill, finetune_steps=b.finetune,
                     recovery_steps=b.recovery, seed=cfg.seed)
-        save_pruned(res.model, self._base(run), folder)
-        return {"macs_before": res.macs_before, "macs_after": res.macs_after, "params_before": res.params_before,
-                "params_after": res.params_after, "steps": res.steps}
+        save_pruned(to_cpu(res.model), self._base(run), folder)
+        return {"device": str(run.device), "macs_before": res.macs_before, "macs_after": res.macs_after,
+                "params_before": res.params_before, "params_after": res.params_after, "steps": res.steps}
 
     def load(self, run: Run, entry) -> None:
         from ..lower.torch import TorchRunner

@@ -43,7 +43,8 @@ class QuantizeStage(Stage):
         return "PTQ + QAT"
 
     def key(self, run: Run) -> str:
-        return run.store.key(self.name, run.student_key, asdict(run.cfg.quant), run.budget.qat, run.cfg.seed)
+        return run.store.key(self.name, run.student_key, asdict(run.cfg.quant), run.budget.qat, run.cfg.seed,
+                             *(run.device_key() if run.budget.qat > 0 else ()))  # PTQ runs on the CPU
 
     def execute(self, run: Run) -> None:
         from ..quantize._nncf_ext import prepare_nncf
@@ -52,6 +53,7 @@ class QuantizeStage(Stage):
         super().execute(run)
 
     def produce(self, run: Run, folder: Path) -> dict:
+        from .._device import for_training, to_cpu
         from ..quantize import quantize_ptq, quantize_qat
 
         cfg, calib, qat_steps = run.cfg, self._calibration(run), run.budget.qat
@@ -64,11 +66,12 @@ class QuantizeStage(Stage):
             return {"skipped": reason, "calibration_samples": len(calib), "qat_steps": 0}
         info: dict = {"calibration_samples": len(calib), "qat_steps": qat_steps}
         probe = calib[:8]
-        _save_quantized(ptq, probe, folder / "ptq.pt")
+        _save_quantized(ptq, probe, folder / "ptq.pt")  # PTQ (calibration) on the CPU
         if qat_steps > 0:
-            res = quantize_qat(ptq, run.inp.data, run.signal, cfg.quant, cfg.distill, steps=qat_steps,
-                               seed=cfg.seed)  # trains ptq in place
-            _save_quantized(res.model, probe, folder / "qat.pt")
+            info["device"] = str(run.device)
+            res = quantize_qat(for_training(ptq, run.device), run.inp.data, run.signal, cfg.quant, cfg.distill,
+                               steps=qat_steps, seed=cfg.seed)  # trains ptq in place
+            _save_quantized(to_cpu(res.model), probe, folder / "qat.pt")
             info.update({f"best_val_{res.metric}": res.best_val_score}, best_step=res.best_step, steps_run=res.steps_run,
                         history=res.history)
         return info

@@ -66,6 +66,17 @@ class Run:
                            recovery=cfg.prune.recovery_steps, qat=cfg.quant.qat_steps, min_steps=obj.min_steps)
         self.stages["budget"] = self.budget.to_dict()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the training stages run (--device); what they produce is saved from the CPU."""
+        return self.inp.device
+
+    def device_key(self, device: torch.device | None = None) -> tuple:
+        """What a stage key adds for a training device: nothing for the CPU (the keys of CPU runs are as they
+        were), the device otherwise (CUDA kernels and bf16 autocast give other numbers than the CPU's)."""
+        device = self.device if device is None else device
+        return () if device.type == "cpu" else (f"device={device}",)
+
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 

@@ -47,19 +47,12 @@ def search_config(cfg: CompressConfig, inp, store: StageStore, log: Log):
     With nothing inside the budgets the best configuration found is returned anyway: the shipping rule
     of the final run then says why nothing ships.
     """
-    from ..lower import backend_info
-    from ..search import Budgets, Config, default_space, parse_duration, run_search
+    from ..search import Budgets, Config, default_space, run_search
     from ..search.adapt import compress_config
 
     s, profile, task = cfg.search, inp.profile, inp.task
-    budget_s = parse_duration(s.budget)
-    max_latency = s.max_latency_ms if s.max_latency_ms is not None else profile.latency_budget_ms
-    Budgets(max_latency_ms=max_latency, max_size_mb=s.max_size_mb, max_metric_drop=None).check()  # before any work
-    device_built = backend_info(profile.runtime).device_built
-    latency_model = _latency_model(s.latency_from, profile) if device_built else None
-    if s.latency_from is not None and not device_built:
-        raise InputError(f"--search-latency-from is for targets the host cannot time (TensorRT); {profile.name} "
-                         f"runs {profile.runtime} here, so the search measures its latency: drop the option")
+    budget_s, max_latency, latency_model = check_search(cfg, profile)
+    device_built = latency_model is not None
     quiet = _Quiet(store)
     with tempfile.TemporaryDirectory(prefix=".search-probe-", dir=_scratch_root(store)) as tmp:
         probe = Run(cfg, inp, store, Path(tmp), quiet)
@@ -124,6 +117,23 @@ def search_config(cfg: CompressConfig, inp, store: StageStore, log: Log):
     final = _config_of(compress_config, base, pick.config, full_steps)
     inp.student = pick.config.student
     return final, result
+
+
+def check_search(cfg: CompressConfig, profile):
+    """(budget seconds, latency budget, latency model or None): every --search setting checked against the
+    target, in one line each, before any data or teacher is read."""
+    from ..lower import backend_info
+    from ..search import Budgets, parse_duration
+
+    s = cfg.search
+    budget_s = parse_duration(s.budget)
+    max_latency = s.max_latency_ms if s.max_latency_ms is not None else profile.latency_budget_ms
+    Budgets(max_latency_ms=max_latency, max_size_mb=s.max_size_mb, max_metric_drop=None).check()
+    device_built = backend_info(profile.runtime).device_built
+    if s.latency_from is not None and not device_built:
+        raise InputError(f"--search-latency-from is for targets the host cannot time (TensorRT); {profile.name} "
+                         f"runs {profile.runtime} here, so the search measures its latency: drop the option")
+    return budget_s, max_latency, _latency_model(s.latency_from, profile) if device_built else None
 
 
 def _evaluate(c: CompressConfig, config, inp, store: StageStore, quiet: "_Quiet", device_built: bool):

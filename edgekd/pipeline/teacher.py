@@ -42,7 +42,8 @@ class TeacherSignalStage(Stage):
             view_bytes += 2 * h * w * (1 + d.num_classes)
         views = cached_view_count(len(pool), run.budget.distill, run.budget.batch_size, view_bytes, cfg.cached_views)
         mode, why = choose_mode(cfg.teacher_mode, augment=aug.active, n_pool=len(pool), steps=run.budget.distill,
-                                batch_size=run.budget.batch_size, views=views, features=cfg.feature_kd > 0)
+                                batch_size=run.budget.batch_size, views=views, device=str(run.inp.teacher.device),
+                                features=cfg.feature_kd > 0)
         return pool, aug, views, mode, why
 
     def announce(self, run: Run) -> str:
@@ -56,7 +57,7 @@ class TeacherSignalStage(Stage):
         _, _, views, mode, _ = self._plan(run)
         return run.store.key(self.name, run.teacher_key, run.data_key, unl.sha256 if unl is not None else None,
                              mode, views if mode == "cached" else None, cfg.augment, cfg.flips, cfg.mixup,
-                             run.cfg.seed)
+                             run.cfg.seed, *run.device_key(run.inp.teacher.device))
 
     def summary(self, run: Run) -> str:
         pool, _, views, mode, _ = self._plan(run)
@@ -69,7 +70,7 @@ class TeacherSignalStage(Stage):
         sig = build_signal(mode, pool, run.inp.data.val.images, run.inp.teacher.logits, aug, views=views,
                            seed=run.cfg.seed, folder=folder, why=why)
         np.savez(folder / "teacher_logits.npz", clean=sig.clean.numpy(), val=sig.val.numpy())
-        return dict(sig.info)
+        return {**sig.info, "device": str(run.inp.teacher.device)}
 
     def load(self, run: Run, entry) -> None:
         from ..distill.source import TeacherSignal, load_views
@@ -81,7 +82,7 @@ class TeacherSignalStage(Stage):
         if mode == "online":
             sig.teacher = run.inp.teacher.logits
             if run.cfg.distill.feature_kd > 0:
-                sig.feature_module = run.inp.teacher.module
+                sig.feature_module = run.inp.teacher.live_module  # on the training device when it moved there
         elif mode == "cached":
             sig.attach_views(load_views(entry.path))
         run.signal = sig

@@ -76,7 +76,7 @@ def _kd_score(model: torch.nn.Module, images: torch.Tensor, teacher_logits: torc
     model.eval()
     with torch.no_grad():
         s = F.log_softmax(model(images) / temperature, dim=1)
-        t = F.softmax(teacher_logits.float() / temperature, dim=1)
+        t = F.softmax(teacher_logits.float().to(s.device) / temperature, dim=1)
         return float(F.kl_div(s, t, reduction="batchmean"))
 
 

@@ -10,10 +10,11 @@ from ..measure.candidates import Candidate
 from ..ship import speedups
 
 
-def training_section(cfg: CompressConfig, stages: dict, metric: str = "AUC") -> dict:
-    """How the students were taught: step budgets, the teacher's mode, the augmentation (report.json "training")."""
+def training_section(cfg: CompressConfig, stages: dict, metric: str = "AUC", device: dict | None = None) -> dict:
+    """How the students were taught: step budgets, the device, the teacher's mode, the augmentation
+    (report.json "training"; a stage reused from the cache says in its own entry where it trained)."""
     teacher = stages.get("teacher", {})
-    return {"budget": stages.get("budget"), "teacher_mode": teacher.get("mode"), "teacher_mode_reason": teacher.get("why"),
+    return {"budget": stages.get("budget"), "device": device, "teacher_mode": teacher.get("mode"), "teacher_mode_reason": teacher.get("why"),
             "cached_views": teacher.get("views"), "augmentation": teacher.get("augmentation"),
             "unlabelled_images": teacher.get("unlabelled_images", 0), "selection":
             "lowest val KL(teacher ‖ student) among checkpoints after "
@@ -48,7 +49,7 @@ def build_report(cfg: CompressConfig, inp, cands: list[Candidate], shipped: Cand
         "preprocessing": d.preprocessing.to_dict(),
         "machine": machine_info(inp.threads),
         "config": cfg.to_dict(),
-        "training": training_section(cfg, stages, task.objective.metric_label),
+        "training": training_section(cfg, stages, task.objective.metric_label, inp.device_info),
         "stages": stages,
         "candidates": cand_dicts,
         "shipped": shipped.name if shipped else None,

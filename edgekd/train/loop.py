@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .._device import autocast, to_device
 from .._progress import track
 from ..data._base import Split
 from ..distill.augment import Mixed
@@ -182,13 +183,15 @@ def fit_classifier(
                 step += 1
                 idx = next_batch()
                 b = views(train.images[idx], step_seed(seed, step))
-                y = train.labels[idx].to(device)
-                logits = model(b.images.to(device))
-                lam = b.lam.to(device)
-                per = lam * F.cross_entropy(logits, y, reduction="none")
-                if not bool((lam == 1).all()):
-                    per = per + (1 - lam) * F.cross_entropy(logits, y[b.partner.to(device)], reduction="none")
-                loss = per.mean()
+                y = to_device(train.labels[idx], device)
+                lam = to_device(b.lam, device)
+                with autocast(device):  # bf16 on CUDA; nothing on the CPU
+                    logits = model(to_device(b.images, device))
+                    per = lam * F.cross_entropy(logits, y, reduction="none")
+                    if not bool((lam == 1).all()):
+                        per = per + (1 - lam) * F.cross_entropy(logits, y[to_device(b.partner, device)],
+                                                                reduction="none")
+                    loss = per.mean()
                 if not torch.isfinite(loss):
                     warnings.warn(f"{desc}: loss became non-finite at step {step} (learning rate {phase.lr:g} too "
                                   "high?); stopping and keeping the best checkpoint so far", RuntimeWarning, stacklevel=2)

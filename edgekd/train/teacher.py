@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from .._device import resolve_device  # edgekd.train.resolve_device, as before it moved
 from ..config import Preprocessing
 from ..errors import InputError, did_you_mean
 
@@ -38,7 +39,6 @@ HEAD_SHARE = 0.10  # of the budget: the head alone on the frozen backbone (pretr
 HEAD_LR = 1e-3  # peak learning rate of the head phase
 FINETUNE_LR = 1e-4  # peak learning rate of the whole network after a pretrained start (10× below the head's)
 SCRATCH_LR = 3e-3  # ... and from scratch (the classic recipe's)
-DEVICES = "auto, cpu, cuda or cuda:N"
 
 
 @dataclass
@@ -78,25 +78,6 @@ class TeacherTrainConfig:
 class TeacherTrainResult:
     out: Path
     report: dict
-
-
-def resolve_device(spec: str) -> torch.device:
-    """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; one line when unusable."""
-    spec = str(spec).strip().lower()
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    head, _, index = spec.partition(":")
-    if head != "cuda" or (index and not index.isdigit()):
-        raise InputError(f"unknown device '{spec}'{did_you_mean(spec, ('auto', 'cpu', 'cuda'))}: use {DEVICES}")
-    if not torch.cuda.is_available():
-        raise InputError(f"--device {spec}: no CUDA device is available to this torch "
-                         f"(torch {torch.__version__}); use --device cpu or auto")
-    n = torch.cuda.device_count()
-    if index and int(index) >= n:
-        raise InputError(f"--device {spec}: this machine has {n} CUDA device(s) (cuda:0 … cuda:{n - 1})")
-    return torch.device(spec)
 
 
 def check_arch(arch: str):
