@@ -78,6 +78,13 @@ def test_compress_ships_a_verified_student_and_writes_the_report(data_and_teache
     assert (tr["budget"]["prune_recovery_steps"], tr["budget"]["qat_steps"]) == (4, 4)
     assert tr["teacher_mode"] in ("online", "cached") and tr["teacher_mode_reason"]
     assert any("affine" in op for op in tr["augmentation"]["ops"])
+    # where it was taught (--device auto): the training stages and the ONNX teacher (ONNX Runtime, CPU)
+    import torch
+
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    assert tr["device"]["type"] == auto and tr["device"]["teacher"] == "cpu"
+    assert report["config"]["device"] == "auto" and report["stages"]["teacher"]["device"] == "cpu"
+    assert {report["stages"][s]["device"][:4] for s in ("distill", "prune", "quantize")} == {auto[:4]}
     distilled = report["stages"]["distill"]
     assert distilled["steps_planned"] == 16 and 0 < distilled["best_step"] <= 16
     # an ONNX teacher is cut down by default too (onnx2torch), and that student quantizes (INT8 above)

@@ -18,6 +18,7 @@ Every failure is a :class:`~edgekd.errors.TeacherError` with one line that says 
 """
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import os
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 
 from .._compat import import_timm, require
+from .._device import device_of, to_device
 from .._io import sha256_file
 from .._limits import check_model_size
 from .._progress import track
@@ -68,8 +70,6 @@ class Teacher:
     @property
     def device(self) -> torch.device:
         """Where :meth:`logits` runs (ONNX teachers: ONNX Runtime on the CPU)."""
-        from .._device import device_of
-
         return device_of(self._on_device) if self._on_device is not None else torch.device("cpu")
 
     @property
@@ -89,8 +89,6 @@ class Teacher:
             return None
         if self.module is None:
             return "an ONNX teacher runs on ONNX Runtime's CPU provider"
-        import copy
-
         try:
             moved = copy.deepcopy(self.module).to(device).eval()
             probe = example[:1].repeat(self.fixed_batch or 2, 1, 1, 1).to(device)  # 1×C×H×W from the data
@@ -132,10 +130,9 @@ class Teacher:
             return torch.from_numpy(self._session.run(None, {name: x.numpy()})[0])
         if self.module is None:
             raise TeacherError(f"teacher {self.spec} has no runnable model (internal: no module or session)")
-        if self._on_device is not None:
-            return self._forward_on_device(x)
+        on_device = self._on_device is not None  # --device: a copy on the training device, float32 (no autocast)
         with torch.inference_mode():
-            out = self.module(x)
+            out = self._on_device(to_device(x, self.device)) if on_device else self.module(x)
         if isinstance(out, (tuple, list)) and len(out) == 1:
             out = out[0]
         if not isinstance(out, torch.Tensor):
@@ -143,20 +140,7 @@ class Teacher:
                 f"teacher {self.spec} is not a classifier: it returns {type(out).__name__}, expected one "
                 "N×classes logits tensor; export the model with a single logits output"
             )
-        return out.detach().clone()
-
-    def _forward_on_device(self, x: torch.Tensor) -> torch.Tensor:
-        """One batch on the training device (float32, no autocast: these logits are the targets); CPU logits."""
-        from .._device import to_device
-
-        with torch.inference_mode():
-            out = self._on_device(to_device(x, self.device))
-        if isinstance(out, (tuple, list)) and len(out) == 1:
-            out = out[0]
-        if not isinstance(out, torch.Tensor):
-            raise TeacherError(f"teacher {self.spec} is not a classifier: it returns {type(out).__name__}, expected "
-                               "one N×classes logits tensor; export the model with a single logits output")
-        return out.detach().cpu()
+        return out.detach().cpu() if on_device else out.detach().clone()  # CPU logits either way
 
     def check(self, channels: int, num_classes: int, image_size: tuple[int, int]) -> None:
         """Fail early, with the fix, when the teacher does not fit the data's shape."""
