@@ -54,6 +54,11 @@ def check_settings(cfg: CompressConfig) -> None:
 
     resolve_device(cfg.device)  # an unknown name, or CUDA where there is none: before any data is read
     check_steps(cfg.distill.max_steps, "--max-steps", allow_zero=False)
+    check_steps(cfg.lowrank.finetune_steps, "low-rank fine-tune steps", allow_zero=True)
+    if cfg.lowrank.energy is not None:
+        from .lowrank import LowRankConfig
+
+        LowRankConfig(energy=cfg.lowrank.energy).check()  # a bad energy fails before any work, not after distillation
     _check_args(cfg.distill, 0, cfg.distill.lr)
     check_augment(cfg.distill.augment, cfg.distill.mixup)
     check_teacher_mode(cfg.distill.teacher_mode, cfg.distill.cached_views)

@@ -133,7 +133,6 @@ def search_options(search: bool, budget: Optional[str], lowrank: bool, trials: O
                    max_latency_ms: Optional[float], max_size_mb: Optional[float], latency_from: Optional[Path]):
     """The --search options as a SearchConfig; a search-only option without --search is one error line."""
     from ..config import SearchConfig
-    from ..search import parse_duration
 
     on = search or budget is not None
     if not on:
@@ -144,10 +143,7 @@ def search_options(search: bool, budget: Optional[str], lowrank: bool, trials: O
             raise InputError(f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of the "
                              "search: add --search (or --search-budget 30m)")
         return SearchConfig()
-    budget = budget if budget is not None else DEFAULT_SEARCH_BUDGET
-    parse_duration(budget)  # a bad duration fails here, before any work
-    if latency_from is not None and not latency_from.is_file():
-        raise InputError(f"--search-latency-from {latency_from}: no such file (a report.json merged with device figures)")
+    budget = budget if budget is not None else DEFAULT_SEARCH_BUDGET  # checked with the other inputs (check_search)
     return SearchConfig(budget=budget, lowrank=lowrank, max_trials=trials, max_latency_ms=max_latency_ms,
                         max_size_mb=max_size_mb, latency_from=latency_from)
 

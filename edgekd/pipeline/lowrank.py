@@ -35,11 +35,9 @@ class LowRankStage(Stage):
 
     def produce(self, run: Run, folder: Path) -> dict:
         from ..distill import distill
-        from ..distill.schedule import check_steps
         from ..lowrank import LowRankConfig, factorize, save_lowrank
 
         cfg, inp = run.cfg, run.inp
-        check_steps(cfg.lowrank.finetune_steps, "low-rank fine-tune steps", allow_zero=True)
         head = inp.task.objective.head_name(run.student)
         res = factorize(run.student, inp.example, LowRankConfig(energy=float(cfg.lowrank.energy), exclude=(head,)))
         model, info = res.model, {k: v for k, v in res.record.items() if k not in ("layers", "skipped")}

@@ -57,9 +57,11 @@ class Run:
     def __post_init__(self) -> None:
         from ..distill import plan
 
-        self.data_key = fingerprint_data(self.inp.data)
-        t = self.inp.teacher
-        self.teacher_key = digest(t.format, t.spec if str(t.spec).startswith(("timm:", "smp:")) else None, t.sha256)
+        if not self.data_key:  # given by a caller that runs many Runs on the same inputs (--search)
+            self.data_key = fingerprint_data(self.inp.data)
+        if not self.teacher_key:
+            t = self.inp.teacher
+            self.teacher_key = digest(t.format, t.spec if str(t.spec).startswith(("timm:", "smp:")) else None, t.sha256)
         cfg, obj = self.cfg, self.inp.task.objective
         n_pool = len(self.inp.data.train) + (len(self.inp.unlabelled.images) if self.inp.unlabelled is not None else 0)
         self.budget = plan(n_pool, obj.batch_of(cfg.distill), cfg.distill.max_steps, finetune=cfg.prune.finetune_steps,

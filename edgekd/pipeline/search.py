@@ -19,6 +19,7 @@ with the chosen configuration reuses every stage and only measures, ships and re
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -53,21 +54,19 @@ def search_config(cfg: CompressConfig, inp, store: StageStore, log: Log):
     s, profile, task = cfg.search, inp.profile, inp.task
     budget_s, max_latency, latency_model = check_search(cfg, profile)
     device_built = latency_model is not None
-    quiet = _Quiet(store)
-    with tempfile.TemporaryDirectory(prefix=".search-probe-", dir=_scratch_root(store)) as tmp:
-        probe = Run(cfg, inp, store, Path(tmp), quiet)
-        from .teacher import TeacherSignalStage
+    from .teacher import TeacherSignalStage
 
+    with tempfile.TemporaryDirectory(prefix=".search-probe-", dir=_scratch_root(store)) as tmp:
+        probe = Run(cfg, inp, store, Path(tmp), _silent)
         sig_stage = TeacherSignalStage()
         _, _, views, mode, _ = sig_stage._plan(probe)
-        with quiet.on():
+        with _quiet(store):
             sig_stage.execute(probe)
         obj, data = task.objective, inp.data
         teacher_val = float(obj.score(probe.signal.val, obj.targets(data.val), data.num_classes))
         full_steps = probe.budget.distill
     base = replace(cfg, distill=replace(cfg.distill, teacher_mode=mode,
-                                        cached_views=cfg.distill.cached_views if mode != "cached" or
-                                        cfg.distill.cached_views is not None else views))
+                                        cached_views=views if mode == "cached" else cfg.distill.cached_views))
     students = _students(cfg, inp)
     space = default_space(profile, lowrank=s.lowrank, students=students)
     space = replace(space, prune_depths=(None,) + space.prune_depths,
@@ -97,7 +96,7 @@ def search_config(cfg: CompressConfig, inp, store: StageStore, log: Log):
         log(f"search [{(time.perf_counter() - started) / 60:.1f}/{budget_s / 60:.0f} min]: {config.label()}, "
             f"{steps} steps")
         t0 = time.perf_counter()
-        ev = _evaluate(c, config, inp, store, quiet, device_built)
+        ev = _evaluate(c, config, inp, store, (probe.data_key, probe.teacher_key), device_built)
         log(f"  → val {ev.val_metric:.4f}, " + ("latency predicted" if device_built else f"{ev.latency_ms:.3f} ms")
             + f", {ev.size_bytes / 1024:.0f} KiB, {ev.macs / 1e6:.2f} MMACs ({time.perf_counter() - t0:.0f} s)")
         return ev
@@ -127,6 +126,8 @@ def check_search(cfg: CompressConfig, profile):
 
     s = cfg.search
     budget_s = parse_duration(s.budget)
+    if s.latency_from is not None and not Path(s.latency_from).is_file():
+        raise InputError(f"--search-latency-from {s.latency_from}: no such file (a report.json merged with device figures)")
     max_latency = s.max_latency_ms if s.max_latency_ms is not None else profile.latency_budget_ms
     Budgets(max_latency_ms=max_latency, max_size_mb=s.max_size_mb, max_metric_drop=None).check()
     device_built = backend_info(profile.runtime).device_built
@@ -136,20 +137,20 @@ def check_search(cfg: CompressConfig, profile):
     return budget_s, max_latency, _latency_model(s.latency_from, profile) if device_built else None
 
 
-def _evaluate(c: CompressConfig, config, inp, store: StageStore, quiet: "_Quiet", device_built: bool):
-    """(val metric, latency, size, MACs, layers) of one configuration's deployable student."""
+def _evaluate(c: CompressConfig, config, inp, store: StageStore, keys: tuple[str, str], device_built: bool):
+    """(val metric, latency, size, MACs, layers) of one configuration's deployable student. ``keys``: the
+    data and teacher keys, computed once for the whole search."""
     import numpy as np
     import torch
 
     from ..lower._base import predict_batched
-    from ..lowrank import layer_count
     from ..measure.latency import time_candidate
     from ..search import Evaluation
     from . import stages
 
     inp.student = config.student
-    with tempfile.TemporaryDirectory(prefix=".search-eval-", dir=_scratch_root(store)) as tmp, quiet.on():
-        run = Run(c, inp, store, Path(tmp), quiet)
+    with tempfile.TemporaryDirectory(prefix=".search-eval-", dir=_scratch_root(store)) as tmp, _quiet(store):
+        run = Run(c, inp, store, Path(tmp), _silent, data_key=keys[0], teacher_key=keys[1])
         run_stages(run, [st for st in stages() if st.name in EVALUATION_STAGES])
         cand = _deployable(run, inp.profile, config.precision)
         obj, data = inp.task.objective, inp.data
@@ -161,8 +162,7 @@ def _evaluate(c: CompressConfig, config, inp, store: StageStore, quiet: "_Quiet"
             bench = replace(c.bench, memory=False, max_seconds=min(c.bench.max_seconds, SEARCH_TIMING_S))
             time_candidate(cand, val, bench, inp.threads, 1)
             latency = float(cand.latency.p50)
-        layers = cand.layers if cand.layers is not None else layer_count(run.student)
-        return Evaluation(metric, latency, int(cand.size_bytes or 0), int(cand.macs or 0), int(layers))
+        return Evaluation(metric, latency, int(cand.size_bytes or 0), int(cand.macs or 0), int(cand.layers))
 
 
 def _deployable(run: Run, profile, precision: str):
@@ -250,26 +250,15 @@ def _scratch_root(store: StageStore) -> Path:
     return store.root
 
 
-class _Quiet:
-    """A log that drops the stage lines of search evaluations (the search logs one line per evaluation)."""
+def _silent(msg: str) -> None:
+    """The log of search evaluations' stages (the search logs one line per evaluation)."""
 
-    def __init__(self, store: StageStore) -> None:
-        self.store = store
 
-    def __call__(self, msg: str) -> None:
-        pass
-
-    def on(self):
-        import contextlib
-
-        @contextlib.contextmanager
-        def quiet():
-            before = self.store.log
-            self.store.log = self
-            try:
-                yield
-            finally:
-                self.store.log = before
-
-        return quiet()
-
+@contextlib.contextmanager
+def _quiet(store: StageStore):
+    """The stage store's reuse lines silenced while an evaluation runs."""
+    before, store.log = store.log, _silent
+    try:
+        yield
+    finally:
+        store.log = before

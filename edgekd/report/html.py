@@ -224,7 +224,7 @@ def robustness_html(report: dict) -> str:
 def search_html(report: dict) -> str:
     """The searched configurations as a table and latency vs val metric as a plot (from report.json "search")."""
     from ..search import SearchResult
-    from .search import fig_search, table_rows
+    from .search import fig_search, spent_line, table_rows
 
     sec = report.get("search")
     if not sec:
@@ -233,9 +233,7 @@ def search_html(report: dict) -> str:
     header, *rows = table_rows(result)
     body = ["<tr>" + "".join(_cell(v, cls="" if i in (1, 5, 6, 12, 13) else "num") for i, v in enumerate(r)) + "</tr>"
             for r in rows]
-    spent = (f"{len(result.trials)} of {result.space.size} configurations in {result.seconds_total:.0f} s (budget "
-             f"{result.budget_s:.0f} s, stopped: {result.stopped}); {result.evaluations_run} evaluations run, "
-             f"{result.evaluations_reused} reused from the journal")
+    spent = spent_line(result)
     predicted = ("<p><strong>Latencies are predicted, not measured:</strong> "
                  + escape((result.latency_model or {}).get("text", "")) + "</p>") if result.latency_kind == "predicted" else ""
     return ("<h2>Search: the configurations tried</h2>"

@@ -42,13 +42,17 @@ def markdown_table(result: SearchResult) -> str:
     rows = table_rows(result)
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in r) + " |" for r in rows[1:]]
-    spent = (f"{len(result.trials)} of {result.space.size} configurations in {result.seconds_total:.0f} s "
-             f"(budget {result.budget_s:.0f} s, stopped: {result.stopped}); "
-             f"{result.evaluations_run} evaluations run, {result.evaluations_reused} reused")
-    lines += ["", spent + ".", "", result.reason + "."]
+    lines += ["", spent_line(result) + ".", "", result.reason + "."]
     if result.latency_kind == "predicted" and result.latency_model:
         lines += ["", "Latencies are **predicted**, not measured: " + result.latency_model["text"] + "."]
     return "\n".join(lines) + "\n"
+
+
+def spent_line(result: SearchResult) -> str:
+    """How much of the space was tried, in how long, and how many evaluations ran or came from the journal."""
+    return (f"{len(result.trials)} of {result.space.size} configurations in {result.seconds_total:.0f} s "
+            f"(budget {result.budget_s:.0f} s, stopped: {result.stopped}); "
+            f"{result.evaluations_run} evaluations run, {result.evaluations_reused} reused")
 
 
 def fig_search(result: SearchResult):
