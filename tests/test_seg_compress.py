@@ -34,7 +34,8 @@ def _skip_channels_line_up(model: torch.nn.Module, x: torch.Tensor) -> list[tupl
     return seen
 
 
-@pytest.mark.parametrize("name", ["unet-mobilenetv3_small_050", "unet-lcnet_050"])  # SE + hard-swish; plain depthwise
+@pytest.mark.parametrize("name", ["unet-efficientnet_b0", "unet-mobilenetv3_small_050", "unet-lcnet_050"])
+# the default (inverted residuals with SE); SE + hard-swish; plain depthwise
 def test_pruning_removes_channels_and_the_skip_concatenations_survive(name):
     model = create_seg_student(name, 1, K, seed=0).eval()
     before = _skip_channels_line_up(model, X)

@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")]
 
 runner = CliRunner()
-QUICK_SEG = ["--task", "segmentation", "--max-steps", "12", "--prune-steps", "1", "--recovery-steps", "2",
+# the zoo's smallest student keeps this quick; the default student's pruning: tests/test_seg_compress.py
+QUICK_SEG = ["--task", "segmentation", "--student", "unet-mobilenetv3_small_050", "--max-steps", "12",
+             "--prune-steps", "1", "--recovery-steps", "2",
              "--qat-steps", "2", "--iterations", "10", "--target", "generic-cpu"]
 
 
