@@ -33,7 +33,9 @@ from .preprocess import preprocess
 # per batch) while a 50 000-image 224×224 train split (10 GB, 30 GB in RGB) reads from disk.
 STREAM_MIN_BYTES = 1 << 30
 STREAM_ENV = "EDGEKD_STREAM"
-_CHUNK_VALUES = 1 << 24  # float32 values per chunk of a whole-array pass (64 MB)
+# float32 values per chunk of a whole-array pass (8 MB): preprocessing makes ~4 temporaries of a chunk's
+# size, so a pass over a lazy split costs some 40 MB beside the model, whatever the data set's size
+_CHUNK_VALUES = 1 << 21
 
 
 def stream_train(n: int, channels: int, out_hw: tuple[int, int]) -> bool:
@@ -93,7 +95,7 @@ class LazyRows:
         return self._take(np.where(rows < 0, rows + n, rows))
 
     def chunks(self, rows: int | None = None) -> Iterator[torch.Tensor]:
-        """The images in order, ``rows`` at a time (default: about 64 MB of float32 each)."""
+        """The images in order, ``rows`` at a time (default: about 8 MB of float32 each)."""
         yield from chunks(self, rows)
 
     def numpy(self) -> np.ndarray:
@@ -110,7 +112,7 @@ class LazyRows:
 
 
 def chunks(images, rows: int | None = None) -> Iterator[torch.Tensor]:
-    """``images`` (a tensor or :class:`LazyRows`) in order, ``rows`` at a time (default: ~64 MB of float32)."""
+    """``images`` (a tensor or :class:`LazyRows`) in order, ``rows`` at a time (default: ~8 MB of float32)."""
     n = len(images)
     per = max(1, int(np.prod(tuple(images.shape[1:]))))
     step = rows or max(1, _CHUNK_VALUES // per)

@@ -142,7 +142,7 @@ def fingerprint_data(data) -> str:
     h, obj = hashlib.sha256(), objective_for(data)
     for split in (data.train, data.val, data.test):
         for x in chunks(split.images):
-            h.update(np.ascontiguousarray(x.numpy()).tobytes())
+            h.update(np.ascontiguousarray(x.numpy()).data)
         h.update(np.ascontiguousarray(obj.targets(split).numpy()).tobytes())
     h.update(repr((data.class_names, data.channels, tuple(data.image_size))).encode())
     return h.hexdigest()
