@@ -169,7 +169,9 @@ def test_compress_with_a_streamed_train_split_reports_the_same_metrics(data_and_
         cfg.prune.steps, cfg.prune.recovery_steps, cfg.quant.qat_steps = 1, 4, 4
         cfg.bench.iterations = cfg.bench.max_iterations = 20
         cfg.bench.robust_images = 0
-        compress(cfg, log=lambda m: None)
+        lines: list[str] = []
+        compress(cfg, log=lines.append)
+        assert any("the train split (240 images" in line and "read from disk" in line for line in lines) == (stream == "1")
         reports[stream] = json.loads((tmp_path / f"out{stream}" / "report.json").read_text())
     assert list((tmp_path / "edgekd-cache" / "data").iterdir())  # the second run did read from the data cache
     memory, streamed = reports["0"], reports["1"]
@@ -308,6 +310,18 @@ def test_a_cache_that_cannot_be_written_is_a_one_line_error_naming_the_fixes(tmp
 
 
 # ------------------------------------------------- when it streams
+def test_a_run_says_when_its_train_split_is_read_from_disk(tmp_path, monkeypatch):
+    from edgekd.inputs import _say_if_streamed
+
+    memory, streamed = _both(monkeypatch, _npz(tmp_path / "d.npz"), Preprocessing())
+    lines: list[str] = []
+    _say_if_streamed(memory, lines.append)
+    assert lines == []
+    _say_if_streamed(streamed, lines.append)
+    assert lines == ["data: the train split (40 images, 0.00 GiB as float32) is read from disk and preprocessed per "
+                     "batch (EDGEKD_STREAM=1; EDGEKD_STREAM=0 holds it in memory)"]
+
+
 def test_the_train_split_streams_above_the_size_threshold_unless_told(monkeypatch):
     limit = lazy.STREAM_MIN_BYTES
     n = limit // (224 * 224 * 4)
