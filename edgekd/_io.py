@@ -1,4 +1,4 @@
-"""Small file helpers shared by every stage: hashing and atomic writes."""
+"""Small file helpers shared by every stage: hashing, atomic writes and the cache folder."""
 from __future__ import annotations
 
 import hashlib
@@ -7,6 +7,11 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+
+def cache_root() -> Path:
+    """edgekd's own cache folder (demo teachers, the streamed data's pixels): ``$EDGEKD_CACHE``, default ~/.cache/edgekd."""
+    return Path(os.environ.get("EDGEKD_CACHE", Path.home() / ".cache" / "edgekd"))
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -8,10 +8,10 @@ pipeline, not clinical performance.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
+from ._io import cache_root
 from .config import Preprocessing
 from .data import Dataset
 from .data.synthetic import load_synthetic
@@ -22,7 +22,7 @@ DEMO_VERSION = 4  # bump when the synthetic generator or the recipe changes (4: 
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("EDGEKD_CACHE", Path.home() / ".cache" / "edgekd"))
+    return cache_root()
 
 
 def demo_teacher_and_data(

@@ -110,6 +110,7 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     if cfg.teacher_weights is not None and not Path(cfg.teacher_weights).exists():
         raise InputError(f"teacher weights {cfg.teacher_weights} do not exist")
     data, spec, weights = task.load_data(cfg, pre, log)
+    _say_if_streamed(data, log)
     task.check_student(cfg, profile, data)  # an unknown student or bad weights fail before any work
     unlabelled = None
     if cfg.unlabelled is not None:
@@ -148,3 +149,15 @@ def training_device(cfg: CompressConfig, teacher, example: torch.Tensor, log: Lo
             f"teacher logits in float32 on {info['teacher']}{': ' + why if why else ''}); export, lowering and "
             "the benchmark on the CPU")
     return device, info
+
+
+def _say_if_streamed(data, log) -> None:
+    """One line when the train split is read from disk (:mod:`edgekd.data.lazy`): a run that costs more CPU says why."""
+    from .data.lazy import STREAM_ENV, LazyRows
+
+    images = data.train.images
+    if isinstance(images, LazyRows):
+        size = images.numel() * 4 / 2**30
+        why = f"{STREAM_ENV}=1" if os.environ.get(STREAM_ENV, "").strip() == "1" else "over 1 GiB"
+        log(f"data: the train split ({len(images)} images, {size:.2f} GiB as float32) is read from disk and "
+            f"preprocessed per batch ({why}; {STREAM_ENV}=0 holds it in memory)")

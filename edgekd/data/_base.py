@@ -1,4 +1,4 @@
-"""The one in-memory dataset every stage works on."""
+"""The one dataset every stage works on: in memory, except a large train split, read from disk (:mod:`.lazy`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,14 +13,18 @@ from ..errors import DataError
 
 @dataclass
 class Split:
-    images: torch.Tensor  # float32, N×C×H×W, already preprocessed (scaled, resized, normalized)
+    # float32, N×C×H×W, already preprocessed (scaled, resized, normalized); a large train split's is a
+    # edgekd.data.lazy.LazyRows that preprocesses the rows each index asks for (the same values)
+    images: torch.Tensor
     labels: torch.Tensor  # int64, N
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def subset(self, n: int | None, seed: int = 0) -> "Split":
-        """A seeded random subset of at most n samples (the split itself when n is None or larger)."""
+        """A seeded random subset of at most n samples (the split itself when n is None or larger).
+
+        The subset's images are a tensor, also when the split's are read from disk."""
         if n is None or n >= len(self):
             return self
         g = torch.Generator().manual_seed(seed)

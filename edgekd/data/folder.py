@@ -31,6 +31,7 @@ from .._progress import track
 from ..config import Preprocessing
 from ..errors import DataError
 from ._base import Dataset, Split, check_every_class, shown
+from .lazy import LazyFiles, stream_train
 from .preprocess import (
     check_max_samples,
     output_size,
@@ -206,6 +207,13 @@ def _load_split(items: list[_Item], root: Path, split: str, pre: Preprocessing, 
     return Split(out, labels)
 
 
+def _lazy_split(items: list[_Item], root: Path, pre: Preprocessing, out_hw: tuple[int, int]) -> Split:
+    """A split whose images are decoded and preprocessed per request (every file's header is checked already)."""
+    channels = int(pre.channels or 1)
+    images = LazyFiles(len(items), channels, out_hw, lambda i: _decode(items[i], root, channels), pre)
+    return Split(images, torch.tensor([item.label for item in items], dtype=torch.int64))
+
+
 def _scan_or_explain(root: Path) -> tuple[list[str], dict[str, list[_Item]]]:
     """:func:`_scan`, with an unlistable folder (permissions, a broken link) as a DataError."""
     try:
@@ -220,7 +228,9 @@ def load_folder(path: str | Path, pre: Preprocessing, *, max_samples: int | None
 
     Every file's header is checked (mode, size) before any pixels are decoded, so the channel
     decision and size checks cover the whole dataset even when ``max_samples`` caps each split
-    (the capped rows are those :meth:`Split.subset` would pick).
+    (the capped rows are those :meth:`Split.subset` would pick). A large train split (or any, with
+    ``EDGEKD_STREAM=1``) is not decoded here: ``train.images`` is a :class:`~edgekd.data.lazy.LazyFiles`
+    that decodes and preprocesses the files each request names.
     """
     root = Path(path)
     check_max_samples(max_samples)
@@ -232,7 +242,9 @@ def load_folder(path: str | Path, pre: Preprocessing, *, max_samples: int | None
     chosen = {s: [items[s][i] for i in subset_indices(len(items[s]), max_samples, seed)] for s in SPLITS}
     check_every_class(shown(str(root)), {s: np.array([it.label for it in items[s]]) for s in SPLITS},
                       {s: np.array([it.label for it in chosen[s]]) for s in SPLITS}, classes, max_samples)
-    splits = {s: _load_split(chosen[s], root, s, resolved, out_hw) for s in SPLITS}
+    streamed = stream_train(len(chosen["train"]), channels, out_hw)
+    splits = {s: _lazy_split(chosen[s], root, resolved, out_hw) if s == "train" and streamed
+              else _load_split(chosen[s], root, s, resolved, out_hw) for s in SPLITS}
     extra = {
         "native_sizes": [list(hw) for hw in sorted({it.size for it in every})[:10]],
         "image_modes": sorted({it.mode for it in every}),

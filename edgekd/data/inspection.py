@@ -15,6 +15,7 @@ import torch
 
 from ..config import DataOptions, Preprocessing
 from ._base import Dataset
+from .lazy import chunks
 
 SPLITS = ("train", "val", "test")
 MAX_SHEET_CLASSES = 12  # rows per split on the contact sheet; more classes are summarised, not drawn
@@ -22,6 +23,21 @@ MAX_SHEET_CLASSES = 12  # rows per split on the contact sheet; more classes are 
 
 def _range(t: torch.Tensor) -> list[float] | None:
     return [float(t.min()), float(t.max())] if t.numel() else None
+
+
+def _ranges(images, pre: Preprocessing) -> tuple[list[float] | None, list[float] | None]:
+    """(range before, range after preprocessing) of a split's images, chunk by chunk (a lazy train split
+    is never held whole); the same figures as over the whole tensor."""
+    before, after = [], []
+    for x in chunks(images):
+        before.append(_range(_as_read(x, pre)))
+        after.append(_range(x))
+
+    def merged(parts: list) -> list[float] | None:
+        parts = [p for p in parts if p is not None]
+        return [min(p[0] for p in parts), max(p[1] for p in parts)] if parts else None
+
+    return merged(before), merged(after)
 
 
 def _as_read(images: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
@@ -40,12 +56,13 @@ def summarize(data: Dataset) -> dict:
     for s in SPLITS:
         split = getattr(data, s)
         counts = np.bincount(split.labels.numpy(), minlength=data.num_classes).tolist()
+        before, after = _ranges(split.images, pre)
         info = {
             "images": len(split),
             "class_counts": dict(zip(data.class_names, counts)),
             "patients": (extra.get("patients") or {}).get(s),
-            "range_before": _range(_as_read(split.images, pre)),
-            "range_after": _range(split.images),
+            "range_before": before,
+            "range_after": after,
         }
         if "dicom_ranges" in extra:
             info["dicom_stored_range"] = extra["dicom_ranges"][s]["stored_range"]

@@ -16,6 +16,7 @@ import math
 import zipfile
 import zlib
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -25,6 +26,7 @@ from .._limits import human_bytes, limits
 from ..config import Preprocessing
 from ..errors import DataError
 from ._base import Dataset, Split, check_every_class, first_index, shown
+from .lazy import LazyImages, cached_npy, stream_train
 from .preprocess import check_max_samples, image_layout, output_size, preprocess, resolve, subset_indices
 
 SPLITS = ("train", "val", "test")
@@ -117,9 +119,17 @@ def _open_archive(path: Path, savez_hint: str = _SAVEZ_SPLITS) -> np.lib.npyio.N
         ) from exc
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of the archive, or a DataError for a missing, corrupt or incomplete file."""
+def _read_arrays(path: Path, stream: Callable[[tuple[int, ...]], bool] | None = None
+                 ) -> tuple[dict[str, np.ndarray], str | None]:
+    """Every array of the archive and, when the train images stream, the file's sha256; or a DataError for a
+    missing, corrupt or incomplete file.
+
+    ``stream(shape)`` says from the uint8 train images' header whether they are read lazily: they are
+    then copied once, still uint8, into the data cache (:func:`edgekd.data.lazy.cached_npy`) and come
+    back memory-mapped instead of in memory.
+    """
     archive = _open_archive(path)
+    digest = None
     with archive:
         missing = [k for k in REQUIRED_KEYS if k not in archive.files]
         if missing:
@@ -139,7 +149,14 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                             f"{shown(str(exc))}): re-save it with numpy.savez") from exc
         _check_headers(path.name, headers, wanted)
         arrays: dict[str, np.ndarray] = {}
+        shape, dtype = headers["train_images"]
+        if stream is not None and dtype == np.uint8 and stream(shape):
+            digest = sha256_file(path)
+            arrays["train_images"] = cached_npy(digest, "train_images", shape, dtype,
+                                                lambda f: _copy_member(archive, path.name, "train_images", f))
         for key in wanted:
+            if key in arrays:
+                continue
             try:
                 arrays[key] = archive[key]
             except _READ_ERRORS as exc:
@@ -147,7 +164,22 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
                     f"{path.name}: array '{key}' cannot be read ({shown(str(exc))}): "
                     "re-save it as a plain numeric array with numpy.savez"
                 ) from exc
-    return arrays
+    return arrays, digest
+
+
+def _copy_member(archive: np.lib.npyio.NpzFile, name: str, key: str, dest: BinaryIO, block: int = 1 << 22) -> None:
+    """Stream one member's .npy bytes (header and data, decompressed) into ``dest``, one block in memory."""
+    member = f"{key}.npy" if f"{key}.npy" in archive.zip.namelist() else key
+    with archive.zip.open(member) as src:
+        while True:
+            try:
+                data = src.read(block)
+            except _READ_ERRORS as exc:  # a write error (dest) is not caught here: it is the cache's
+                raise DataError(f"{name}: array '{key}' cannot be read (corrupt or truncated? {shown(str(exc))}): "
+                                "re-download it or re-save it with numpy.savez") from None
+            if not data:
+                return
+            dest.write(data)
 
 
 def _check_images(name: str, key: str, images: np.ndarray) -> tuple[int, int, int]:
@@ -257,10 +289,12 @@ def load_npz(path: str | Path, pre: Preprocessing, *, max_samples: int | None = 
     over all splits (taken before ``max_samples`` so a capped run keeps the same classifier
     head). ``max_samples`` caps each split with the rows :meth:`Split.subset` would pick,
     chosen before preprocessing. Every class must have samples in every (capped) split.
+    Large uint8 train images (or any, with ``EDGEKD_STREAM=1``) are not loaded: they are cached as an
+    uint8 ``.npy`` and ``train.images`` is a :class:`~edgekd.data.lazy.LazyImages` over its memory map.
     """
     path = Path(path)
     check_max_samples(max_samples)
-    arrays = _read_arrays(path)
+    arrays, digest = _read_arrays(path, lambda shape: _streams(shape, pre, max_samples))
     name = path.name
     layouts, labels = {}, {}
     for s in SPLITS:
@@ -288,7 +322,11 @@ def load_npz(path: str | Path, pre: Preprocessing, *, max_samples: int | None = 
     check_every_class(name, labels, {s: labels[s][idx[s]] for s in SPLITS}, class_names, max_samples)
     splits = {}
     for s in SPLITS:
-        images = preprocess(arrays[f"{s}_images"][idx[s]], resolved)
+        raw = arrays[f"{s}_images"]
+        if s == "train" and digest is not None:  # memory-mapped from the data cache: preprocessed per request
+            images = LazyImages(raw, resolved, out_hw, rows=None if len(idx[s]) == len(raw) else idx[s])
+        else:
+            images = preprocess(raw[idx[s]], resolved)
         splits[s] = Split(images, torch.from_numpy(labels[s][idx[s]]))
     extra = {
         "native_size": list(native),
@@ -298,5 +336,18 @@ def load_npz(path: str | Path, pre: Preprocessing, *, max_samples: int | None = 
     return Dataset(
         train=splits["train"], val=splits["val"], test=splits["test"], num_classes=num_classes,
         channels=resolved.channels, image_size=out_hw, class_names=class_names, format="npz",
-        preprocessing=resolved, path=path, sha256=sha256_file(path), extra=extra,
+        preprocessing=resolved, path=path, sha256=digest or sha256_file(path), extra=extra,
     )
+
+
+def _streams(shape: tuple[int, ...], pre: Preprocessing, max_samples: int | None) -> bool:
+    """Whether train images of this header shape are read lazily (:func:`edgekd.data.lazy.stream_train`).
+
+    A shape or size that validation will reject answers False: the in-memory path gives its error.
+    """
+    size = pre.image_size
+    if len(shape) not in (3, 4) or (size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)))):
+        return False
+    n = shape[0] if max_samples is None else min(shape[0], max_samples)
+    channels = 1 if len(shape) == 3 else shape[3]
+    return stream_train(n, channels, (size, size) if size is not None else shape[1:3])

@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..data.lazy import concat
 from ..errors import InputError, did_you_mean
 from .augment import Augmenter
 
@@ -59,7 +60,10 @@ class Batch:
 
 @dataclass
 class Pool:
-    """The images distillation trains on: labelled train first, then unlabelled ones (label -1)."""
+    """The images distillation trains on: labelled train first, then unlabelled ones (label -1).
+
+    ``images`` is a tensor, or lazy (:mod:`edgekd.data.lazy`) when the train split is read from disk.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -70,7 +74,7 @@ class Pool:
            unlabelled: torch.Tensor | None = None) -> "Pool":
         if unlabelled is None or len(unlabelled) == 0:
             return cls(train_images, train_labels.long(), len(train_labels))
-        images = torch.cat([train_images, unlabelled.to(train_images.dtype)])
+        images = concat(train_images, unlabelled)
         none = torch.full((len(unlabelled), *train_labels.shape[1:]), -1, dtype=torch.long)  # masks: all -1
         labels = torch.cat([train_labels.long(), none])
         return cls(images, labels, len(train_labels))

@@ -105,14 +105,17 @@ class Teacher:
         return self.input_shape[0] if self.input_shape else None
 
     def logits(self, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-        """Float32 N×num_classes logits, computed without grad in batches."""
-        images = images.detach().to(torch.float32).contiguous()
+        """Float32 N×num_classes logits, computed without grad in batches.
+
+        ``images``: a tensor, or a train split read from disk (:class:`edgekd.data.lazy.LazyRows`): each
+        batch is taken (and converted) on its own, so the whole set is never held at once.
+        """
         n = int(images.shape[0])
         bs = self.fixed_batch or max(1, batch_size)
         starts = range(0, n, bs)
         if n >= _PROGRESS_MIN_IMAGES:
             starts = track(starts, "teacher logits", total=len(starts))
-        outs = [self._forward_padded(images[s : s + bs], bs) for s in starts]
+        outs = [self._forward_padded(images[s : s + bs].detach().to(torch.float32).contiguous(), bs) for s in starts]
         if not outs:
             return torch.empty(0, 0, dtype=torch.float32)
         return torch.cat(outs).to(torch.float32)

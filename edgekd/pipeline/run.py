@@ -133,13 +133,16 @@ def fingerprint_data(data) -> str:
     """sha256 over the preprocessed tensors of every split, labels (or masks) and class names.
 
     This covers the file, the preprocessing, ``--max-samples`` and the seed that drew the subset:
-    whatever changes what the model sees changes the key.
+    whatever changes what the model sees changes the key. The images are hashed chunk by chunk (the
+    same digest as the whole tensor's bytes), so a train split read from disk is never held whole.
     """
+    from ..data.lazy import chunks
     from ..distill.objective import objective_for
 
     h, obj = hashlib.sha256(), objective_for(data)
     for split in (data.train, data.val, data.test):
-        h.update(np.ascontiguousarray(split.images.numpy()).tobytes())
+        for x in chunks(split.images):
+            h.update(np.ascontiguousarray(x.numpy()).data)
         h.update(np.ascontiguousarray(obj.targets(split).numpy()).tobytes())
     h.update(repr((data.class_names, data.channels, tuple(data.image_size))).encode())
     return h.hexdigest()

@@ -54,7 +54,8 @@ def calibration_subset(split: Split, n: int, seed: int) -> torch.Tensor:
         raise InputError(f"calibration samples must be an integer >= 1, got {n!r}: try 300")
     if len(split) == 0:
         raise InputError("cannot calibrate INT8 on an empty split: give a dataset with training images")
-    return split.subset(n, seed).images
+    images = split.subset(n, seed).images
+    return images if isinstance(images, torch.Tensor) else images[:]  # a train split read from disk: its rows
 
 
 def quantize_ptq(
