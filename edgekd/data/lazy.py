@@ -3,9 +3,9 @@
 :class:`LazyImages` stands where a split's float32 N×C×H×W tensor stands (``Split.images``): ``len``,
 ``shape``, ``ndim``, ``dtype`` and indexing with an int, a slice or an index array / LongTensor give
 exactly the tensor the in-memory path would hold, because each request runs the same
-:func:`~edgekd.data.preprocess.preprocess` on the same raw pixels. What stays in memory is the raw
-pixels' memory map (an ``.npz``'s images, cached once as an uint8 ``.npy``) or a list of image files
-and the resolved preprocessing. Whole-array requests (:meth:`LazyImages.numpy`, :func:`chunks`)
+:func:`~edgekd.data.preprocess.preprocess` on the same raw pixels. What stays in memory is where the raw
+pixels are (an ``.npz``'s images, cached once as an uint8 ``.npy`` and read row by row with
+``pread``, see :class:`NpyRows`) or a list of image files, and the resolved preprocessing. Whole-array requests (:meth:`LazyImages.numpy`, :func:`chunks`)
 go chunk by chunk; ``numpy()`` still builds the whole float32 array, so only small splits use it.
 
 When: the train split streams when its preprocessed float32 tensor would exceed
@@ -123,7 +123,7 @@ def chunks(images, rows: int | None = None) -> Iterator[torch.Tensor]:
 
 
 class LazyImages(LazyRows):
-    """Raw uint8 pixels (N×H×W or N×H×W×C, typically a read-only memory map) preprocessed per request.
+    """Raw uint8 pixels (N×H×W or N×H×W×C: an array, or :class:`NpyRows` of the data cache) preprocessed per request.
 
     ``rows``: which raw images the split holds, in order (``--max-samples``); None: all of them.
     """
@@ -200,6 +200,68 @@ def concat(first, second):
     if isinstance(first, LazyRows) or isinstance(second, LazyRows):
         return ChainedImages(first, second)
     return torch.cat([first, second.to(first.dtype)])
+
+
+class NpyRows:
+    """Rows of a C-ordered ``.npy`` file (the data cache's uint8 images) read with ``os.pread`` on request.
+
+    Not a memory map on purpose: every page a map has touched counts in the process's resident memory,
+    so one pass of training over a memory-mapped 2.5 GB cache would show 2.5 GB of RSS; bytes read with
+    ``pread`` stay in the kernel's page cache, which the kernel shares and reclaims. Indexed like the
+    array (a slice of step 1, or a 1-D array of row numbers), it gives numpy arrays.
+    """
+
+    def __init__(self, path: Path):
+        header = np.load(path, mmap_mode="r", allow_pickle=False)  # shape, dtype and where the data starts
+        if not header.flags.c_contiguous:
+            raise DataError(f"the data cache {path} is not C-ordered: delete its folder and run again")
+        self.path, self.shape, self.dtype, self.offset = Path(path), tuple(header.shape), header.dtype, header.offset
+        self.ndim = len(self.shape)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        del header
+        self._fd: int | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _read(self, start: int, count: int) -> bytes:
+        if self._fd is None or self._pid != os.getpid():  # a forked worker opens its own descriptor
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        want, pos, parts = count * self.row_bytes, self.offset + start * self.row_bytes, []
+        while want > 0:
+            got = os.pread(self._fd, want, pos)
+            if not got:
+                raise DataError(f"the data cache {self.path} is shorter than its header says: delete its folder "
+                                "and run again")
+            parts.append(got)
+            want, pos = want - len(got), pos + len(got)
+        return b"".join(parts)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(len(self))
+            if step != 1:
+                return self[np.arange(start, stop, step)]
+            n = max(0, stop - start)
+            return np.frombuffer(self._read(start, n), dtype=self.dtype).reshape(n, *self.shape[1:])
+        rows = np.asarray(key, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        i = 0
+        while i < len(rows):  # consecutive rows in one read
+            j = i + 1
+            while j < len(rows) and rows[j] == rows[j - 1] + 1:
+                j += 1
+            out[i:j] = self[int(rows[i]) : int(rows[i]) + (j - i)]
+            i = j
+        return out
+
+    def __del__(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
 
 
 def data_cache(digest: str) -> Path:

@@ -26,7 +26,7 @@ from .._limits import human_bytes, limits
 from ..config import Preprocessing
 from ..errors import DataError
 from ._base import Dataset, Split, check_every_class, first_index, shown
-from .lazy import LazyImages, cached_npy, stream_train
+from .lazy import LazyImages, NpyRows, cached_npy, stream_train
 from .preprocess import check_max_samples, image_layout, output_size, preprocess, resolve, subset_indices
 
 SPLITS = ("train", "val", "test")
@@ -126,7 +126,7 @@ def _read_arrays(path: Path, stream: Callable[[tuple[int, ...]], bool] | None = 
 
     ``stream(shape)`` says from the uint8 train images' header whether they are read lazily: they are
     then copied once, still uint8, into the data cache (:func:`edgekd.data.lazy.cached_npy`) and come
-    back memory-mapped instead of in memory.
+    back memory-mapped (for their header; rows are read with :class:`~edgekd.data.lazy.NpyRows`).
     """
     archive = _open_archive(path)
     digest = None
@@ -290,7 +290,7 @@ def load_npz(path: str | Path, pre: Preprocessing, *, max_samples: int | None = 
     head). ``max_samples`` caps each split with the rows :meth:`Split.subset` would pick,
     chosen before preprocessing. Every class must have samples in every (capped) split.
     Large uint8 train images (or any, with ``EDGEKD_STREAM=1``) are not loaded: they are cached as an
-    uint8 ``.npy`` and ``train.images`` is a :class:`~edgekd.data.lazy.LazyImages` over its memory map.
+    uint8 ``.npy`` and ``train.images`` is a :class:`~edgekd.data.lazy.LazyImages` reading its rows.
     """
     path = Path(path)
     check_max_samples(max_samples)
@@ -323,8 +323,9 @@ def load_npz(path: str | Path, pre: Preprocessing, *, max_samples: int | None = 
     splits = {}
     for s in SPLITS:
         raw = arrays[f"{s}_images"]
-        if s == "train" and digest is not None:  # memory-mapped from the data cache: preprocessed per request
-            images = LazyImages(raw, resolved, out_hw, rows=None if len(idx[s]) == len(raw) else idx[s])
+        if s == "train" and digest is not None:  # read from the data cache and preprocessed per request
+            images = LazyImages(NpyRows(Path(raw.filename)), resolved, out_hw,
+                                rows=None if len(idx[s]) == len(raw) else idx[s])
         else:
             images = preprocess(raw[idx[s]], resolved)
         splits[s] = Split(images, torch.from_numpy(labels[s][idx[s]]))
