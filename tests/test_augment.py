@@ -127,6 +127,12 @@ def test_mode_choice_is_deterministic_and_explained():
     assert choose_mode("auto", augment=True, n_pool=50_000, steps=1500, batch_size=64, views=4)[0] == "online"
     assert choose_mode("auto", augment=True, n_pool=550, steps=1500, batch_size=64, views=32, device="cuda")[0] == "online"
     assert choose_mode("cached", augment=False, n_pool=550, steps=10, batch_size=64, views=4)[0] == "plain"
+    # 50 000 gray 224×224 images: one view is 2.3 GiB, over the 2 GiB cache built in memory -> online
+    mode, why = choose_mode("auto", augment=True, n_pool=50_000, steps=100_000, batch_size=64, views=1,
+                            view_bytes=224 * 224)
+    assert mode == "online" and "2.3 GiB" in why
+    assert choose_mode("auto", augment=True, n_pool=5_000, steps=100_000, batch_size=64, views=1,
+                       view_bytes=224 * 224)[0] == "cached"
 
 
 def test_view_count_follows_the_budget_and_the_memory_cap():

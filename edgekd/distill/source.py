@@ -167,8 +167,11 @@ def cached_view_count(n_pool: int, steps: int, batch_size: int, image_bytes: int
 
 
 def choose_mode(mode: str, *, augment: bool, n_pool: int, steps: int, batch_size: int, views: int,
-                device: str = "cpu", features: bool = False) -> tuple[str, str]:
-    """(mode, why): deterministic, so that the same settings always train the same way."""
+                device: str = "cpu", features: bool = False, view_bytes: int = 0) -> tuple[str, str]:
+    """(mode, why): deterministic, so that the same settings always train the same way.
+
+    ``view_bytes``: what one view of one image costs in the cache; in auto mode a pool whose single
+    view would pass :data:`MAX_CACHE_BYTES` is taught online (the cache is built in memory)."""
     if features:
         return "online", "--feature-kd needs the teacher's features for every view: the teacher runs on each batch"
     if not augment:
@@ -179,6 +182,9 @@ def choose_mode(mode: str, *, augment: bool, n_pool: int, steps: int, batch_size
         return "cached", "--teacher-mode cached"
     online_calls = steps * batch_size
     cached_calls = views * n_pool
+    if n_pool * view_bytes > MAX_CACHE_BYTES:
+        return "online", (f"one cached view of the {n_pool} images would take {n_pool * view_bytes / 2**30:.1f} GiB, "
+                          f"over the cache's {MAX_CACHE_BYTES / 2**30:.0f} GiB: the teacher runs on each batch")
     if device.startswith("cuda"):
         return "online", "the teacher runs on the GPU: a fresh view on every batch costs little"
     if online_calls <= cached_calls:

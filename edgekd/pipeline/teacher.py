@@ -43,7 +43,7 @@ class TeacherSignalStage(Stage):
         views = cached_view_count(len(pool), run.budget.distill, run.budget.batch_size, view_bytes, cfg.cached_views)
         mode, why = choose_mode(cfg.teacher_mode, augment=aug.active, n_pool=len(pool), steps=run.budget.distill,
                                 batch_size=run.budget.batch_size, views=views, device=str(run.inp.teacher.device),
-                                features=cfg.feature_kd > 0)
+                                features=cfg.feature_kd > 0, view_bytes=view_bytes)
         return pool, aug, views, mode, why
 
     def announce(self, run: Run) -> str:
