@@ -51,6 +51,7 @@ def compress(cfg: CompressConfig, *, log: Log = print) -> Result:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     inp = resolve_inputs(cfg, log)
+    cfg = inp.task.with_defaults(cfg)  # e.g. the task's --prune-ratio
     cache = Path(cfg.cache_dir) if cfg.cache_dir is not None else Path(cfg.out).parent / ".edgekd-cache"
     store = StageStore(cache, seed=cfg.seed, force=cfg.force, log=log)
     searched = None

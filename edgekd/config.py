@@ -80,7 +80,9 @@ class DistillConfig:
 class PruneConfig:
     """Structural (channel) pruning with Torch-Pruning's dependency graph."""
 
-    ratio: float = 0.8  # fraction of the student's MACs to remove (0 disables channel pruning)
+    # fraction of the student's MACs to remove (0 disables channel pruning); None: the task's default
+    # (edgekd.tasks: 0.8 for classifiers, 0 for segmentation: depth pruning alone, as measured)
+    ratio: float | None = None
     steps: int = 3  # iterative steps toward the ratio
     finetune_steps: int | None = None  # distillation steps after each pruning step; None: 8 % of the distill budget
     recovery_steps: int | None = None  # after the last step; None: 30 % of the distill budget

@@ -88,6 +88,21 @@ def test_ratio_zero_is_a_no_op(data, tl):
     assert all(torch.equal(before[k], v) for k, v in res.model.state_dict().items())
 
 
+def test_a_ratio_left_unset_is_the_tasks_default():
+    """Classifiers lose 80 % of their MACs; U-Net students only whole blocks (their decoder runs at full size)."""
+    from dataclasses import replace
+
+    from edgekd.config import CompressConfig
+    from edgekd.tasks import get_task
+
+    assert PruneConfig().ratio is None
+    assert get_task("classification").with_defaults(CompressConfig()).prune.ratio == 0.8
+    seg = CompressConfig(task="segmentation")
+    assert get_task("segmentation").with_defaults(seg).prune.ratio == 0.0
+    asked = replace(seg, prune=replace(seg.prune, ratio=0.5))
+    assert get_task("segmentation").with_defaults(asked).prune.ratio == 0.5  # an explicit ratio is kept
+
+
 @pytest.mark.parametrize("ratio", [-0.1, 0.95, 1.0, math.nan, "half"])
 def test_bad_ratio_is_rejected(ratio, data, tl):
     with pytest.raises(InputError, match="prune ratio"):

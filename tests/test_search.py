@@ -292,7 +292,7 @@ def test_a_configuration_as_compress_settings() -> None:
     base = CompressConfig()
     cfg, energy = compress_config(base, Config("lcnet_100", 6, 0.9, 0.8, "fp32"), 300)
     assert (cfg.distill.student, cfg.distill.max_steps, cfg.prune.depth, cfg.prune.ratio) == ("lcnet_100", 300, 6, 0.9)
-    assert cfg.quant.enabled is False and energy == 0.8 and base.prune.ratio == 0.8  # the base is not changed
+    assert cfg.quant.enabled is False and energy == 0.8 and base.prune.ratio is None  # the base is not changed
     assert compress_config(base, Config("from-teacher", None, 0.0, None, "int8"), 10)[0].quant.enabled
 
 

@@ -63,7 +63,10 @@ def test_segmentation_runs_the_same_stages_ships_on_dice_and_bundles_masks(seg_d
     for c in report["candidates"]:
         m = c["metrics"]
         assert 0.0 <= m["dice"] <= 1.0 and 0.0 <= m["val_dice"] <= 1.0 and 0.0 <= m["iou"] <= m["dice"] + 1e-9
-    assert names["student-pruned"]["macs"] < names["student-distilled"]["macs"]  # real channel removal
+    # the segmentation default prunes whole blocks and no channels (the classifier default: 80 % of the MACs)
+    assert report["config"]["prune"]["ratio"] == 0.0 and report["config"]["prune"]["depth"] is None
+    assert names["student-pruned"]["macs"] < names["student-distilled"]["macs"]  # blocks really removed
+    assert report["stages"]["prune"]["steps"][-1]["kind"] == "depth"
     assert names["student-fp32-onnxruntime"]["agreement"]["ok"]  # per-pixel check of the exported file
     # chosen on val Dice, confirmed once on test, against the --max-dice-drop budget
     ship = report["shipping"]

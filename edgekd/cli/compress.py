@@ -49,7 +49,7 @@ def compress(
     teacher_mode: Optional[str] = typer.Option(None, help="auto (default), online (teacher on every batch) or cached (augmented views labelled once)."),
     temperature: Optional[float] = typer.Option(None, help="Distillation temperature T (default 4)."),
     alpha: Optional[float] = typer.Option(None, help="Weight of the label CE term; 1-alpha goes to T²·KL (default 0.3)."),
-    prune_ratio: Optional[float] = typer.Option(None, help="Fraction of the student's MACs to remove (default 0.8; 0 disables channel pruning)."),
+    prune_ratio: Optional[float] = typer.Option(None, help="Fraction of the student's MACs to remove (default 0.8; segmentation: 0, depth pruning only; 0 disables channel pruning)."),
     prune_steps: Optional[int] = typer.Option(None, help="Iterative pruning steps (default 3)."),
     prune_depth: Optional[int] = typer.Option(None, help="Whole blocks to remove before channel pruning (default: half of the removable ones; 0: none). Fewer layers run faster on CPUs."),
     recovery_steps: Optional[int] = typer.Option(None, help="Distillation steps after the last pruning step (default 30 % of --max-steps)."),

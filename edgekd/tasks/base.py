@@ -31,6 +31,14 @@ class Task:
         raise NotImplementedError
 
     # inputs -------------------------------------------------------------------------------------
+    def with_defaults(self, cfg: CompressConfig) -> CompressConfig:
+        """``cfg`` with the settings left to the task (None) filled in: what the stages, keys and report see."""
+        from dataclasses import replace
+
+        if cfg.prune.ratio is None:
+            cfg = replace(cfg, prune=replace(cfg.prune, ratio=self.objective.prune_ratio))
+        return cfg
+
     def check_settings(self, cfg: CompressConfig) -> None:
         """Settings this task cannot honour fail before any work, in one line."""
 
