@@ -1,7 +1,7 @@
 """Benchmark: peak memory of a whole `edgekd compress` with the train split read from disk (issue 11).
 
     python benchmarks/streaming.py [--train 6000 12000] [--val 200] [--test 200] [--size 224]
-        [--max-steps 20] [--modes 1 0] [--data PATH] [--out DIR]
+        [--max-steps 20] [--modes 1 0] [--processes 1 2] [--data PATH] [--out DIR]
 
 Generates, once, a seeded uint8 ``.npz`` of gray images stored at --size×--size: PneumoniaMNIST's
 images upsampled (bilinear, PIL) and cycled in a seeded order with their labels to --train images (val and test from its
@@ -11,6 +11,9 @@ weights: accuracy is not the point here, so nothing is expected to ship; --max-s
 short) and prints its peak RSS (``ru_maxrss``), the seconds it took and the distillation throughput
 (images/s over the distill stage, its two val passes included). Each child has its own stage cache (nothing reused) and the
 same ``$EDGEKD_CACHE`` for the data cache, which the first streamed run of a size writes.
+``--processes 1 2`` runs each case in one process and under ``torchrun --nproc-per-node 2`` (gloo, one
+thread each: torchrun's default): the throughput is the whole group's (the global batch per step over
+rank 0's distill seconds) and the peak RSS is the sum of the processes' peaks.
 Data: $EDGEKD_PNEUMONIA or ../shared/data/pneumoniamnist.npz (never committed).
 """
 from __future__ import annotations
@@ -27,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("EDGEKD_PNEUMONIA", REPO.parent / "shared" / "data" / "pneumoniamnist.npz"))
 
 CHILD = textwrap.dedent("""
-    import json, resource, sys, time
+    import json, os, resource, sys, time
     from pathlib import Path
     import edgekd.models  # noqa: F401
     from edgekd.api import compress
@@ -44,10 +47,14 @@ CHILD = textwrap.dedent("""
     except NotShippedError as exc:
         print(f"not shipped (expected with a random teacher): {exc}", file=sys.stderr)
     seconds = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if os.environ.get("RANK", "0") != "0":  # another torchrun process: its memory only
+        print(json.dumps({"rank": int(os.environ["RANK"]), "peak_rss_kib": rss}))
+        sys.exit(0)
     report = json.loads((out / "report.json").read_text())
     hist = report["stages"]["distill"]["history"]
     d = report["stages"]["distill"]
-    print(json.dumps({"peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "seconds": seconds,
+    print(json.dumps({"rank": 0, "peak_rss_kib": rss, "seconds": seconds,
                       "distill": {"steps": d.get("steps_run"), "seconds": hist[-1]["seconds"] if hist else None,
                                   "batch": report["training"]["budget"]["batch_size"]}}))
 """)
@@ -92,6 +99,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--max-steps", type=int, default=20)
     ap.add_argument("--modes", nargs="+", default=["1", "0"], choices=["1", "0"])
+    ap.add_argument("--processes", type=int, nargs="+", default=[1], help="1: one process; 2: torchrun, 2 processes")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "streaming")
     args = ap.parse_args()
@@ -105,29 +113,39 @@ def main() -> None:
         if not npz.exists():
             make_npz(npz, args.data, n, args.val, args.test, args.size)
         for mode in args.modes:
-            env = {**os.environ, "EDGEKD_STREAM": mode, "EDGEKD_CACHE": str(args.out / "cache"),
-                   "EDGEKD_NO_PROGRESS": "1"}
-            run = args.out / f"run-{n}-stream{mode}"
-            p = subprocess.run([sys.executable, "-c", CHILD, str(npz), str(weights), str(run), str(args.max_steps)],
-                               env=env, capture_output=True, text=True)
-            if p.returncode != 0:
-                print(p.stderr[-3000:], file=sys.stderr)
-                sys.exit(f"error: the run with {n} train images, EDGEKD_STREAM={mode} failed")
-            r = json.loads(p.stdout.strip().splitlines()[-1])
-            d = r["distill"]
-            ips = d["steps"] * d["batch"] / d["seconds"] if d["seconds"] else float("nan")
-            rows.append((n, mode, n * args.size * args.size * 4 / 2**30, r["peak_rss_kib"] / 2**20, r["seconds"], ips))
-            print(f"done: {n} train, EDGEKD_STREAM={mode}: peak RSS {rows[-1][3]:.2f} GiB", file=sys.stderr)
+            for procs in args.processes:
+                env = {**os.environ, "EDGEKD_STREAM": mode, "EDGEKD_CACHE": str(args.out / "cache"),
+                       "EDGEKD_NO_PROGRESS": "1"}
+                run = args.out / f"run-{n}-stream{mode}-p{procs}"
+                child = args.out / "child.py"
+                child.write_text(CHILD)
+                launch = ([sys.executable] if procs == 1 else
+                          [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}"])
+                p = subprocess.run([*launch, str(child), str(npz), str(weights), str(run), str(args.max_steps)],
+                                   env=env, capture_output=True, text=True)
+                if p.returncode != 0:
+                    print(p.stderr[-3000:], file=sys.stderr)
+                    sys.exit(f"error: the run with {n} train images, EDGEKD_STREAM={mode}, {procs} process(es) failed")
+                ranks = [json.loads(line) for line in p.stdout.splitlines() if line.startswith('{"rank"')]
+                r = next(x for x in ranks if x["rank"] == 0)
+                d = r["distill"]
+                ips = d["steps"] * d["batch"] / d["seconds"] if d["seconds"] else float("nan")
+                rss = sum(x["peak_rss_kib"] for x in ranks) / 2**20
+                rows.append((n, mode, procs, n * args.size * args.size * 4 / 2**30, rss, r["seconds"], ips))
+                print(f"done: {n} train, EDGEKD_STREAM={mode}, {procs} process(es): peak RSS {rss:.2f} GiB",
+                      file=sys.stderr)
 
     from edgekd.measure.machine import machine_info
 
     m = machine_info(2)
     print(f"machine: {m['cpu']}, {m['threads']} threads; {args.size}×{args.size} gray, val {args.val}, test "
           f"{args.test}, --max-steps {args.max_steps}, intel-cpu, timm ResNet-18 teacher")
-    print("| train images | train split read | train split as float32 GiB | peak RSS GiB | compress s | distill images/s |")
-    print("|---|---|---|---|---|---|")
-    for n, mode, gib, rss, sec, ips in rows:
-        print(f"| {n} | {'from disk' if mode == '1' else 'in memory'} | {gib:.2f} | {rss:.2f} | {sec:.0f} | {ips:.1f} |")
+    print("| train images | train split read | processes | train split as float32 GiB | peak RSS GiB (all processes) "
+          "| compress s | distill images/s |")
+    print("|---|---|---|---|---|---|---|")
+    for n, mode, procs, gib, rss, sec, ips in rows:
+        print(f"| {n} | {'from disk' if mode == '1' else 'in memory'} | {procs} | {gib:.2f} | {rss:.2f} | {sec:.0f} | "
+              f"{ips:.1f} |")
 
 
 if __name__ == "__main__":

@@ -134,14 +134,20 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
 
 def training_device(cfg: CompressConfig, teacher, example: torch.Tensor, log: Log) -> tuple[torch.device, dict]:
     """The device training runs on (--device), the teacher moved there when it can be; said in one log line."""
+    from . import _dist
     from ._device import describe, resolve_device
 
-    device = resolve_device(cfg.device)
+    device = _dist.training_device(resolve_device(cfg.device))  # under torchrun: each process on its own GPU
+    world = _dist.setup(device)  # joins torchrun's process group (nothing with one process)
     info = describe(device)
     why = teacher.run_on(device, example)
     info["teacher"] = str(teacher.device)
     if why:
         info["teacher_note"] = why
+    info.update(world.describe())
+    if world.distributed:
+        log(f"training: {world.size} processes ({world.backend}, DistributedDataParallel); rank 0 evaluates, lowers, "
+            "measures and writes")
     if device.type == "cpu":
         log(f"training: on the CPU (--device {cfg.device})")
     else:

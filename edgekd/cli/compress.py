@@ -42,6 +42,7 @@ def compress(
     split_by: Optional[str] = typer.Option(None, help="Manifest column to split by, e.g. patient_id: seeded, stratified train/val/test that keep each patient on one side (file: each image alone)."),
     split_fractions: Optional[str] = typer.Option(None, help="Train,val,test shares for --split-by (default 0.7,0.15,0.15)."),
     max_steps: Optional[int] = typer.Option(None, help="Distillation budget in optimizer steps (default: max(1500, 12 epochs), capped at 10000; prune fine-tunes, recovery and QAT get 8/30/10 % of it)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per training step (default 64; segmentation 8); under torchrun each step's batch is split between the processes."),
     augment: Optional[str] = opt.augment_option(),
     allow_flips: bool = opt.allow_flips_option(),
     mixup: Optional[float] = opt.mixup_option(),
@@ -94,7 +95,7 @@ def compress(
                              cache_dir=cache_dir, force=force, archive=archive)
         cfg.preprocessing = opt.preprocessing(image_size, mean, std)
         cfg.data_options = data_options(window, frame, split_by, split_fractions)
-        _set(cfg.distill, student=student, student_weights=student_weights, max_steps=max_steps, temperature=temperature, alpha=alpha,
+        _set(cfg.distill, student=student, student_weights=student_weights, max_steps=max_steps, batch_size=batch_size, temperature=temperature, alpha=alpha,
              augment=augment, mixup=mixup, teacher_mode=teacher_mode, feature_kd=feature_kd)
         cfg.distill.flips = allow_flips
         _set(cfg.prune, ratio=prune_ratio, steps=prune_steps, recovery_steps=recovery_steps, depth=prune_depth)
@@ -113,6 +114,8 @@ def compress(
         if isinstance(exc, NotShippedError):
             _print_table(out)
         raise fail(exc)
+    if not result.report:  # a torchrun process other than rank 0: it trained; rank 0 reports
+        return
     _print_table(out)
     rep = result.report
     sp = rep["speedups"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import _dist
 from .._device import autocast, to_device
 from .._progress import track
 from ..config import DistillConfig
@@ -84,6 +85,7 @@ def distill(
     key = f"val_{obj.metric}"
     _check_args(cfg, steps, lr)
     bs = obj.batch_of(cfg)
+    _dist.check_batch(min(bs, len(data.train)))
     _check_data(data, signal, obj)
     device = device_of(student)
     _check_student_outputs(student, data.train.images[:2].to(device), data.num_classes, obj)
@@ -98,6 +100,9 @@ def distill(
 
     hint = None
     if features and cfg.feature_kd > 0 and signal.feature_module is not None:
+        if _dist.world().distributed:
+            raise InputError("--feature-kd is not supported with several processes (torchrun) yet: drop it, or run "
+                             "one process")
         from .features import FeatureHint
 
         hint = FeatureHint.between(student, signal.feature_module, data.train.images[:2].to(device))
@@ -111,34 +116,40 @@ def distill(
     min_step = int(math.ceil(cfg.min_fraction * steps))
     generator = torch.Generator().manual_seed(seed)
     order = _Order(len(signal.pool), bs, generator)
+    world = _dist.world()
+    # DDP with several processes (gradients averaged), the student itself otherwise
+    net = _dist.wrap(student, data.train.images[:2].to(device))
     student.train()
     total, count, start, stale, best_kl = 0.0, 0, time.perf_counter(), 0, math.inf
     steps_run = 0
     for step in track(range(1, steps + 1), f"{desc} ({steps} steps)", total=steps):
-        idx = order.next()
-        b = signal.batch(idx, step_seed(seed, step))
+        batch = order.next()
+        idx = _dist.shard(batch)  # this process's part of the step's batch (all of it with one process)
+        b = signal.batch(idx, _view_seed(seed, step, world.rank))
         x = to_device(b.images, device)
         with autocast(device):  # bf16 on CUDA; nothing on the CPU
             if hint is not None:
                 feats = student.forward_features(x)
                 logits = student.forward_head(feats)
             else:
-                logits = student(x)
+                logits = net(x)
             loss = obj.loss(logits, b, temperature=cfg.temperature, alpha=cfg.alpha)
             if hint is not None:
                 loss = loss + cfg.feature_kd * hint.loss(feats, to_device(b.features, device))
-        if not torch.isfinite(loss):
+        if not _dist.everywhere(bool(torch.isfinite(loss))):  # every process stops together
             warnings.warn(f"{desc}: loss became non-finite at step {step} (learning rate {lr:g} too high?); "
                           "stopping and keeping the best checkpoint so far", RuntimeWarning, stacklevel=2)
             break
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages the processes' gradients: weighting each by its share makes the step the whole batch's mean
+        (loss * (len(idx) * world.size / len(batch)) if world.distributed else loss).backward()
         optimizer.step()
         scheduler.step()
         steps_run = step
         total, count = total + float(loss.detach()) * len(idx), count + len(idx)
         if step not in eval_at:
             continue
+        total, count = _dist.summed(total, count)  # the whole batches' loss with several processes
         kl, auc = _evaluate(student, data, t_val, bs, obj)
         history.append({"step": step, "loss": total / max(1, count), "val_kl": kl, key: auc,
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - start})
@@ -161,6 +172,7 @@ def distill(
                             "seconds": time.perf_counter() - start})
     best = select_checkpoint([h for h in history if h["step"] in kept], key)
     student.load_state_dict(kept[best["step"]])
+    _dist.broadcast_state(student)  # rank 0's BatchNorm statistics everywhere: the next stage starts from one model
     student.eval()
     return DistillResult(student, best[key], steps_run, history, auc0, best["step"], best["val_kl"], steps,
                          obj.metric)
@@ -179,6 +191,11 @@ def select_checkpoint(evaluations: list[dict], key: str = "val_auc") -> dict:
     return min(ok, key=lambda h: (h["val_kl"], -h["step"]))
 
 
+def _view_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of one step's views: as a single process's on rank 0, another one on every other rank."""
+    return (step_seed(seed, step) + 1_000_003 * rank) % (2**63)
+
+
 class _Order:
     """Seeded batches of pool indices: a fresh permutation each pass, batches never of size 1."""
 
@@ -195,7 +212,17 @@ class _Order:
 
 def _evaluate(model: torch.nn.Module, data: Dataset, teacher_val: torch.Tensor, batch_size: int,
               obj: Objective) -> tuple[float, float]:
-    """(KL(teacher ‖ student) at T = 1, averaged over val images or pixels; the val score: ROC AUC or mean Dice)."""
+    """(KL(teacher ‖ student) at T = 1, averaged over val images or pixels; the val score: ROC AUC or mean Dice).
+
+    With several processes rank 0 scores and every process gets its figures (the same checkpoint is kept
+    and training stops at the same step everywhere)."""
+    if _dist.world().distributed:
+        return _dist.share(_score_val(model, data, teacher_val, batch_size, obj) if _dist.world().main else None)
+    return _score_val(model, data, teacher_val, batch_size, obj)
+
+
+def _score_val(model: torch.nn.Module, data: Dataset, teacher_val: torch.Tensor, batch_size: int,
+               obj: Objective) -> tuple[float, float]:
     logits = predict_logits(model, data.val.images, max(batch_size, 256 if logits_per_image(data) == 1 else 32))
     return obj.kl(logits, teacher_val), obj.score(logits, obj.targets(data.val), data.num_classes)
 

@@ -19,6 +19,7 @@ class DistillStage(Stage):
     """Knowledge distillation of the chosen student (``inp.student``) for the run's step budget."""
 
     name = "distill"
+    ranks = "collective"  # every process trains (torchrun: edgekd._dist)
 
     def announce(self, run: Run) -> str:
         cfg = run.cfg.distill

@@ -19,6 +19,7 @@ class LowRankStage(Stage):
     """Truncated-SVD factorization of the pruned student at the configured energy (edgekd.lowrank)."""
 
     name = "lowrank"
+    ranks = "collective"  # every process trains (torchrun: edgekd._dist)
 
     def skip(self, run: Run) -> str | None:
         return None if run.cfg.lowrank.energy is not None else "no low-rank energy set"

@@ -13,6 +13,7 @@ class PruneStage(Stage):
     """Structured pruning of the distilled student toward a MACs ratio (``--prune-*``)."""
 
     name = "prune"
+    ranks = "collective"  # every process trains (torchrun: edgekd._dist)
 
     def skip(self, run: Run) -> str | None:
         p = run.cfg.prune

@@ -19,6 +19,7 @@ class QuantizeStage(Stage):
     skips INT8 with one line and the fp32 candidates remain."""
 
     name = "quantize"
+    ranks = "collective"  # every process trains (torchrun: edgekd._dist)
 
     def skip(self, run: Run) -> str | None:
         if not run.cfg.quant.enabled:

@@ -9,8 +9,11 @@ follow the same code from every stage boundary on. Adding a stage is one module 
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .. import _dist
 
 if TYPE_CHECKING:
     from ..stagecache import StageEntry
@@ -28,6 +31,9 @@ class Stage:
     """
 
     name: str = ""
+    # with several processes (torchrun, edgekd._dist): "main" — rank 0 alone runs it; "shared" — rank 0 runs it
+    # and the others load what it wrote to the stage cache; "collective" — every process trains (DDP), rank 0 keeps it
+    ranks: str = "main"
 
     def skip(self, run: Run) -> str | None:
         """Why this stage does not run for this run (logged), or None when it runs."""
@@ -52,15 +58,48 @@ class Stage:
 
     def execute(self, run: Run) -> None:
         key = self.key(run)
-        entry = run.store.run(self.name, key, lambda folder: self.produce(run, folder), self.summary(run))
+        world = _dist.world()
+        if not world.distributed or self.ranks == "main":  # one process, or a stage rank 0 runs alone
+            entry = run.store.run(self.name, key, lambda folder: self.produce(run, folder), self.summary(run))
+        else:
+            entry = self._execute_in_group(run, key, world)
         run.keys[self.name] = key
         self.load(run, entry)
 
+    def _execute_in_group(self, run: Run, key: str, world) -> StageEntry:
+        """Several processes: rank 0 writes the stage cache; the others train beside it or read what it wrote."""
+        from ..stagecache import seed_everything, stage_seed
+
+        store = run.store
+        cached = _dist.share(not store.force and store.lookup(self.name, key) is not None)  # rank 0 decides
+        if world.main:
+            entry = store.run(self.name, key, lambda folder: self.produce(run, folder), self.summary(run))
+        elif self.ranks == "collective" and not cached:  # train beside rank 0 (DDP); its entry is the one kept
+            with tempfile.TemporaryDirectory(prefix=f"edgekd-rank{world.rank}-") as tmp:
+                seed_everything(stage_seed(store.seed, self.name))
+                self.produce(run, Path(tmp))
+        _dist.barrier()  # rank 0's entry is complete
+        if world.main:
+            return entry
+        entry = store.lookup(self.name, key)
+        if entry is None:
+            raise RuntimeError(f"internal: rank {world.rank} cannot read stage {self.name}'s cache entry that rank 0 "
+                               f"wrote under {store.root}: with several machines it must be on a shared filesystem")
+        return entry
+
 
 def run_stages(run: Run, stages: list[Stage]) -> None:
-    """Each stage in order, each announced once as ``[k/n] name: what``; skipped ones say why."""
-    n = len(stages)
+    """Each stage in order, each announced once as ``[k/n] name: what``; skipped ones say why.
+
+    With several processes, ranks other than 0 run the shared and collective stages only and stop after
+    the last collective one (rank 0 goes on to lower, measure and write)."""
+    n, world = len(stages), _dist.world()
+    last = max((i for i, s in enumerate(stages, 1) if s.ranks == "collective"), default=0)
     for i, stage in enumerate(stages, 1):
+        if not world.main and (i > last or stage.ranks == "main"):
+            if i > last:
+                return
+            continue
         why = stage.skip(run)
         if why:
             run.log(f"[{i}/{n}] {stage.name}: skipped ({why})")

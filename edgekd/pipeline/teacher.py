@@ -21,6 +21,7 @@ class TeacherSignalStage(Stage):
     """
 
     name = "teacher-signal"
+    ranks = "shared"  # rank 0 asks the teacher; other processes read its answers from the stage cache
 
     def _plan(self, run: Run):
         """(pool, augmenter, cached views, mode, why): decided once per run (the stage object is the run's)."""
