@@ -30,7 +30,11 @@ def main() -> None:
     import torch
 
     import edgekd.models  # noqa: F401  (torchvision shim before smp imports timm)
-    from edgekd.lower.openvino import export_openvino, open_runner, quantize_openvino_ptq
+    from edgekd.lower.openvino import (
+        export_openvino,
+        open_runner,
+        quantize_openvino_ptq,
+    )
     from edgekd.lower.torch import TorchRunner
     from edgekd.measure.latency import measure_latency
     from edgekd.measure.machine import machine_info

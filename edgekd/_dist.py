@@ -215,7 +215,7 @@ def broadcast_state(model: torch.nn.Module) -> None:
 
 def _stop_cleanly_on_sigterm() -> None:
     """torchrun stops the surviving processes with SIGTERM: unwind (staging folders removed), then exit non-zero."""
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)

@@ -64,7 +64,7 @@ class DistillConfig:
     lr: float = 3e-3  # AdamW peak learning rate: linear warm-up, then cosine over the whole budget
     warmup_fraction: float = 0.05  # share of the budget spent warming up the learning rate
     weight_decay: float = 1e-4
-    temperature: float = 4.0  # T: softens both distributions
+    temperature: float | None = None  # T: softens both distributions; None: the task's (4; 1 per pixel for segmentation)
     alpha: float = 0.3  # weight of the hard-label CE term
     min_fraction: float = 0.6  # no early stop before this share of the budget has been trained
     patience: int = 4  # after min_fraction: evaluations without a lower val KL before stopping

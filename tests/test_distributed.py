@@ -62,7 +62,7 @@ def test_each_process_takes_its_part_of_every_batch_and_needs_two_images(monkeyp
 def test_two_gloo_processes_train_the_weights_one_process_trains(tmp_path):
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
     for cmd, out in (([sys.executable], one), (TORCHRUN, two)):
-        done = subprocess.run([*cmd, str(WORKER), str(out)], env=_env(), capture_output=True, text=True, timeout=600)
+        done = subprocess.run([*cmd, str(WORKER), str(out)], env=_env(), capture_output=True, text=True, timeout=600, check=False)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     a, b = (torch.load(p, weights_only=True) for p in (one, two))
     assert a["world"] == {"processes": 1, "backend": None} and b["world"] == {"processes": 2, "backend": "gloo"}
@@ -85,7 +85,7 @@ def test_torchrun_compress_writes_once_and_matches_one_process(data_and_teacher,
     npz, teacher = data_and_teacher
     two = tmp_path / "two"
     done = subprocess.run([*TORCHRUN, "-m", "edgekd", *_compress_args(npz, teacher, two, tmp_path / "cache2")],
-                          env=_env(), capture_output=True, text=True, timeout=900, cwd=tmp_path)
+                          env=_env(), capture_output=True, text=True, timeout=900, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("shipped ") == 1  # rank 0 alone reports
     report = json.loads((two / "report.json").read_text())

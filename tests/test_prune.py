@@ -88,8 +88,8 @@ def test_ratio_zero_is_a_no_op(data, tl):
     assert all(torch.equal(before[k], v) for k, v in res.model.state_dict().items())
 
 
-def test_a_ratio_left_unset_is_the_tasks_default():
-    """Classifiers lose 80 % of their MACs; U-Net students only whole blocks (their decoder runs at full size)."""
+def test_a_ratio_and_temperature_left_unset_are_the_tasks_defaults():
+    """Classifiers lose 80 % of their MACs at T = 4; U-Net students only whole blocks, at T = 1 per pixel."""
     from dataclasses import replace
 
     from edgekd.config import CompressConfig
@@ -99,8 +99,12 @@ def test_a_ratio_left_unset_is_the_tasks_default():
     assert get_task("classification").with_defaults(CompressConfig()).prune.ratio == 0.8
     seg = CompressConfig(task="segmentation")
     assert get_task("segmentation").with_defaults(seg).prune.ratio == 0.0
-    asked = replace(seg, prune=replace(seg.prune, ratio=0.5))
+    asked = replace(seg, prune=replace(seg.prune, ratio=0.5), distill=replace(seg.distill, temperature=2.0))
     assert get_task("segmentation").with_defaults(asked).prune.ratio == 0.5  # an explicit ratio is kept
+    assert CompressConfig().distill.temperature is None
+    assert get_task("classification").with_defaults(CompressConfig()).distill.temperature == 4.0
+    assert get_task("segmentation").with_defaults(seg).distill.temperature == 1.0
+    assert get_task("segmentation").with_defaults(asked).distill.temperature == 2.0
 
 
 @pytest.mark.parametrize("ratio", [-0.1, 0.95, 1.0, math.nan, "half"])

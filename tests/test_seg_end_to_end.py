@@ -65,6 +65,7 @@ def test_segmentation_runs_the_same_stages_ships_on_dice_and_bundles_masks(seg_d
         assert 0.0 <= m["dice"] <= 1.0 and 0.0 <= m["val_dice"] <= 1.0 and 0.0 <= m["iou"] <= m["dice"] + 1e-9
     # the segmentation default prunes whole blocks and no channels (the classifier default: 80 % of the MACs)
     assert report["config"]["prune"]["ratio"] == 0.0 and report["config"]["prune"]["depth"] is None
+    assert report["config"]["distill"]["temperature"] == 1.0  # per-pixel KL at T = 1 by default
     assert names["student-pruned"]["macs"] < names["student-distilled"]["macs"]  # blocks really removed
     assert report["stages"]["prune"]["steps"][-1]["kind"] == "depth"
     assert names["student-fp32-onnxruntime"]["agreement"]["ok"]  # per-pixel check of the exported file

@@ -78,7 +78,10 @@ def fake_report(cfg) -> dict:
         p50 = shipped["latency_ms"]["p50"]
         sp = {"latency_vs_teacher-torch-fp32": 6.5 / p50, "latency_vs_teacher-openvino-int8": 0.5 / p50,
               "size_vs_teacher-onnxruntime-fp32": 44_000_000 / 1_400_000}
-    return {"created": "2026-01-01T00:00:00+00:00", "seconds": 12.0, "config": cfg.to_dict(),
+    from edgekd.tasks import get_task
+
+    resolved = get_task(cfg.task).with_defaults(cfg).to_dict()  # compress records its config as the task resolved it
+    return {"created": "2026-01-01T00:00:00+00:00", "seconds": 12.0, "config": resolved,
             "machine": {"cpu": "Test CPU", "isa": ["AVX2"], "threads": 2, "loadavg": [0.5, 0.5, 0.5]},
             "stages": {"distill": {"student": "lcnet_100"}}, "candidates": cands,
             "shipped": shipped["name"] if shipped else None,

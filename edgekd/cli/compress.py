@@ -48,7 +48,7 @@ def compress(
     mixup: Optional[float] = opt.mixup_option(),
     feature_kd: Optional[float] = typer.Option(None, help="Weight of a FitNets feature-hint loss (timm teachers; runs the teacher online; default 0: logits only)."),
     teacher_mode: Optional[str] = typer.Option(None, help="auto (default), online (teacher on every batch) or cached (augmented views labelled once)."),
-    temperature: Optional[float] = typer.Option(None, help="Distillation temperature T (default 4)."),
+    temperature: Optional[float] = typer.Option(None, help="Distillation temperature T (default 4; segmentation 1, per pixel)."),
     alpha: Optional[float] = typer.Option(None, help="Weight of the label CE term; 1-alpha goes to T²·KL (default 0.3)."),
     prune_ratio: Optional[float] = typer.Option(None, help="Fraction of the student's MACs to remove (default 0.8; segmentation: 0, depth pruning only; 0 disables channel pruning)."),
     prune_steps: Optional[int] = typer.Option(None, help="Iterative pruning steps (default 3)."),

@@ -82,6 +82,7 @@ def distill(
     """
     lr = cfg.lr if lr is None else lr
     obj = objective_for(data)
+    cfg = obj.with_defaults(cfg)  # e.g. the task's temperature
     key = f"val_{obj.metric}"
     _check_args(cfg, steps, lr)
     bs = obj.batch_of(cfg)
@@ -253,7 +254,7 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def _check_args(cfg: DistillConfig, steps: int | None, lr: float) -> None:
-    check_kd_params(cfg.temperature, cfg.alpha)
+    check_kd_params(4.0 if cfg.temperature is None else cfg.temperature, cfg.alpha)  # None: the task's (valid)
     check_steps(steps, "distillation steps", allow_zero=True)
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
         raise InputError(f"learning rate must be a number >= 0, got {lr!r}: try 3e-3 (1e-4 for QAT)")

@@ -79,6 +79,7 @@ def prune(
     obj = objective_for(data)
     if cfg.ratio is None:  # the task's default
         cfg = replace(cfg, ratio=obj.prune_ratio)
+    distill_cfg = obj.with_defaults(distill_cfg)
     score = f"val_{obj.metric}"
     # the pipeline passes the run's budget; a direct call falls back to the config's counts (or none)
     finetune_steps = (cfg.finetune_steps or 0) if finetune_steps is None else finetune_steps

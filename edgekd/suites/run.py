@@ -100,7 +100,10 @@ def run_state(run_dir: Path, cfg: CompressConfig) -> str:
         return "stale"
     # a setting added to CompressConfig after the run was recorded compares as its default (not as a change)
     recorded = {**{k: v for k, v in CompressConfig().to_dict().items() if k not in recorded}, **recorded}
-    return "finished" if _comparable(recorded) == _comparable(cfg.to_dict()) else "stale"
+    from ..tasks import get_task
+
+    resolved = get_task(cfg.task).with_defaults(cfg)  # a report records the task's defaults as they resolved
+    return "finished" if _comparable(recorded) == _comparable(resolved.to_dict()) else "stale"
 
 
 def _comparable(config: dict) -> dict:

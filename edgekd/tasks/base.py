@@ -37,7 +37,7 @@ class Task:
 
         if cfg.prune.ratio is None:
             cfg = replace(cfg, prune=replace(cfg.prune, ratio=self.objective.prune_ratio))
-        return cfg
+        return replace(cfg, distill=self.objective.with_defaults(cfg.distill))
 
     def check_settings(self, cfg: CompressConfig) -> None:
         """Settings this task cannot honour fail before any work, in one line."""
