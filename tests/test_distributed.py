@@ -101,6 +101,10 @@ def test_torchrun_compress_writes_once_and_matches_one_process(data_and_teacher,
     assert result.exit_code == 0, result.output
     ref = json.loads((one / "report.json").read_text())
     assert ref["training"]["device"]["processes"] == 1
+    # the teacher's answers are the same computation; a training stage of 2 processes is another one (own key)
+    names = {c: {p.name.rsplit("-", 1)[0]: p.name for p in (tmp_path / c).iterdir()} for c in ("cache1", "cache2")}
+    assert names["cache1"]["teacher-signal"] == names["cache2"]["teacher-signal"]
+    assert names["cache1"]["distill"] != names["cache2"]["distill"]
     by = {c["name"]: c for c in report["candidates"]}
     for c in ref["candidates"]:  # the same candidates, the same structure; the teacher's figures are identical
         assert c["name"] in by and by[c["name"]]["macs"] == c["macs"]

@@ -75,9 +75,15 @@ class Run:
 
     def device_key(self, device: torch.device | None = None) -> tuple:
         """What a stage key adds for a training device: nothing for the CPU (the keys of CPU runs are as they
-        were), the device otherwise (CUDA kernels and bf16 autocast give other numbers than the CPU's)."""
+        were), the device otherwise (CUDA kernels and bf16 autocast give other numbers than the CPU's); for the
+        training stages (``device`` None) also the number of torchrun processes when there are several (each
+        normalises its part of a batch and draws its own views: another result than one process's)."""
+        from .. import _dist
+
+        world = _dist.world()
+        procs = (f"processes={world.size}",) if device is None and world.distributed else ()
         device = self.device if device is None else device
-        return () if device.type == "cpu" else (f"device={device}",)
+        return (() if device.type == "cpu" else (f"device={device}",)) + procs
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
