@@ -142,25 +142,23 @@ def everywhere(flag: bool) -> bool:
     """True when ``flag`` holds in every process (e.g. a finite loss: one process cannot stop alone)."""
     if not _world.distributed:
         return flag
-    import torch.distributed as dist
-
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    if _world.backend == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item())
+    return bool(_all_reduce([1.0 if flag else 0.0], "MIN")[0])
 
 
 def summed(*values: float) -> tuple[float, ...]:
     """Each value summed over the processes (e.g. a training loss and its sample count)."""
     if not _world.distributed:
         return values
+    return _all_reduce(values, "SUM")
+
+
+def _all_reduce(values, op: str) -> tuple[float, ...]:
     import torch.distributed as dist
 
-    t = torch.tensor(values, dtype=torch.float64)
-    if _world.backend == "nccl":
+    t = torch.tensor(list(values), dtype=torch.float64)
+    if _world.backend == "nccl":  # NCCL reduces tensors on the GPU only
         t = t.cuda()
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
     return tuple(float(v) for v in t.cpu())
 
 

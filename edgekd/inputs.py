@@ -90,7 +90,7 @@ def resolve_inputs(cfg: CompressConfig, log: Log) -> Inputs:
     from .tasks import get_task
 
     task = get_task(cfg.task)
-    check_settings(cfg)
+    check_settings(task.with_defaults(cfg))  # the settings as the stages will see them
     task.check_settings(cfg)
     profile = load_target(cfg.target)
     budget = task.budget(profile, cfg)  # bad budgets fail before any work

@@ -254,7 +254,7 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def _check_args(cfg: DistillConfig, steps: int | None, lr: float) -> None:
-    check_kd_params(4.0 if cfg.temperature is None else cfg.temperature, cfg.alpha)  # None: the task's (valid)
+    check_kd_params(cfg.temperature, cfg.alpha)
     check_steps(steps, "distillation steps", allow_zero=True)
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
         raise InputError(f"learning rate must be a number >= 0, got {lr!r}: try 3e-3 (1e-4 for QAT)")

@@ -75,10 +75,10 @@ def prune(
     channels of a recovered model; then ``recovery_steps`` of distillation on the final structure. The classifier keeps its outputs. The
     returned model is a new object when pruning happened; the input model is left unchanged.
     """
-    _check_config(cfg)
     obj = objective_for(data)
     if cfg.ratio is None:  # the task's default
         cfg = replace(cfg, ratio=obj.prune_ratio)
+    _check_config(cfg)
     distill_cfg = obj.with_defaults(distill_cfg)
     score = f"val_{obj.metric}"
     # the pipeline passes the run's budget; a direct call falls back to the config's counts (or none)
@@ -234,15 +234,9 @@ def _taylor_grads(model: torch.nn.Module, data: Dataset, teacher: TeacherSignal,
 
 def _check_config(cfg: PruneConfig) -> None:
     r = cfg.ratio
-    if r is None:  # the task's default (edgekd.tasks)
-        return _check_rest(cfg)
     if not isinstance(r, (int, float)) or not math.isfinite(r) or not 0.0 <= r < MAX_RATIO:
         raise InputError(f"prune ratio (fraction of MACs to remove) must be in [0, {MAX_RATIO}), got {r!r}: "
                          "try 0.5, or 0 to skip pruning")
-    _check_rest(cfg)
-
-
-def _check_rest(cfg: PruneConfig) -> None:
     if not isinstance(cfg.steps, int) or cfg.steps < 1:
         raise InputError(f"prune steps must be an integer >= 1, got {cfg.steps!r}")
     check_steps(cfg.recovery_steps, "prune recovery steps", allow_zero=True)
