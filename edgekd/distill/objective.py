@@ -46,6 +46,12 @@ class Objective:
 
         return replace(cfg, temperature=self.temperature) if cfg.temperature is None else cfg
 
+    def prune_defaults(self, cfg):
+        """``cfg`` (a PruneConfig) with the settings left to the task (None) filled in."""
+        from dataclasses import replace
+
+        return replace(cfg, ratio=self.prune_ratio) if cfg.ratio is None else cfg
+
     def batch_of(self, cfg) -> int:
         """The training batch: ``cfg.batch_size`` when set, else the task's."""
         return int(cfg.batch_size) if cfg.batch_size is not None else self.batch_size

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -76,8 +76,7 @@ def prune(
     returned model is a new object when pruning happened; the input model is left unchanged.
     """
     obj = objective_for(data)
-    if cfg.ratio is None:  # the task's default
-        cfg = replace(cfg, ratio=obj.prune_ratio)
+    cfg = obj.prune_defaults(cfg)  # None: the task's ratio
     _check_config(cfg)
     distill_cfg = obj.with_defaults(distill_cfg)
     score = f"val_{obj.metric}"

@@ -35,9 +35,8 @@ class Task:
         """``cfg`` with the settings left to the task (None) filled in: what the stages, keys and report see."""
         from dataclasses import replace
 
-        if cfg.prune.ratio is None:
-            cfg = replace(cfg, prune=replace(cfg.prune, ratio=self.objective.prune_ratio))
-        return replace(cfg, distill=self.objective.with_defaults(cfg.distill))
+        return replace(cfg, prune=self.objective.prune_defaults(cfg.prune),
+                       distill=self.objective.with_defaults(cfg.distill))
 
     def check_settings(self, cfg: CompressConfig) -> None:
         """Settings this task cannot honour fail before any work, in one line."""
