@@ -84,3 +84,41 @@ def test_the_default_depth_removes_half_of_the_removable_blocks(data, tl):
     res = prune(m, data, tl, PruneConfig(ratio=0.0), FAST, finetune_steps=0, recovery_steps=0)
     assert PruneConfig().depth is None
     assert len(res.steps[0]["removed_blocks"]) == n // 2
+
+
+class _Residual(torch.nn.Module):
+    """x + convs(x): with zero weights removing it changes nothing; more 3×3 convs make it cost more."""
+
+    def __init__(self, convs: int, scale: float):
+        super().__init__()
+        self.convs = torch.nn.Sequential(*[torch.nn.Conv2d(4, 4, 3, padding=1, bias=False) for _ in range(convs)])
+        for c in self.convs:
+            torch.nn.init.normal_(c.weight, std=scale) if scale else torch.nn.init.zeros_(c.weight)
+
+    def forward(self, x):
+        return x + self.convs(x)
+
+
+def _two_block_net(cheap_scale: float, costly_scale: float) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1),
+                               torch.nn.Sequential(_Residual(1, cheap_scale), _Residual(3, costly_scale)),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+
+
+def test_by_cost_removes_the_block_that_saves_most_macs_among_harmless_ones():
+    x, teacher = torch.rand(16, 1, 16, 16), torch.randn(16, 2)
+    plain = remove_blocks(_two_block_net(0.0, 0.0), 1, x, teacher, temperature=1.0)[1]
+    assert plain.removed == ["1.0"] and plain.macs_saved == []  # harm ties: the first block
+    slim, step = remove_blocks(_two_block_net(0.0, 0.0), 1, x, teacher, temperature=1.0, by_cost=True)
+    assert step.removed == ["1.1"] and step.macs_saved == [3 * 4 * 4 * 9 * 16 * 16]  # three 3×3 convs at 16×16
+    assert isinstance(slim.get_submodule("1.1"), torch.nn.Identity)
+
+
+def test_by_cost_still_keeps_a_block_whose_removal_harms():
+    x = torch.rand(16, 1, 16, 16)
+    net = _two_block_net(0.0, 1.0)  # the costly block does real work: the teacher is this very network
+    with torch.no_grad():
+        teacher = net(x) * 4.0
+    step = remove_blocks(net, 1, x, teacher, temperature=1.0, by_cost=True)[1]
+    assert step.removed == ["1.0"]

@@ -39,6 +39,9 @@ class Objective:
     min_steps = 1500  # the smallest derived distillation budget (edgekd.distill.schedule)
     prune_ratio = 0.8  # the default --prune-ratio (PruneConfig.ratio None): share of the MACs channel pruning removes
     temperature = 4.0  # the default --temperature (DistillConfig.temperature None)
+    # depth pruning ranks blocks by harm alone (False) or by harm per MAC saved (True, edgekd.prune.depth): at a
+    # classifier's small inputs a layer's dispatch costs more than its arithmetic, so every block saves about as much
+    depth_by_cost = False
 
     def with_defaults(self, cfg):
         """``cfg`` (a DistillConfig) with the settings left to the task (None) filled in."""
@@ -178,6 +181,8 @@ class SegmentationObjective(Objective):
     # a two-class pixel's soft target is close to 0.5 everywhere, and the T²-scaled KL asks the student to match
     # the teacher's logit sizes on confident background rather than its boundaries.
     temperature = 1.0
+    # at 128×128 and more a block's arithmetic is what it costs, and a U-Net encoder's blocks differ 2× in MACs
+    depth_by_cost = True
 
     def targets(self, split) -> torch.Tensor:
         return split.masks

@@ -10,14 +10,19 @@ then recovers what the block did.
 
 Blocks are removed one at a time, greedily: each removable block is scored by the distillation
 loss (KL to the teacher's val logits at temperature T) of the student with that block replaced,
-and the least harmful goes. Only the lowest-level blocks inside ``nn.Sequential`` containers are
-candidates (a block that holds other removable blocks is not), so a stage is thinned block by
-block rather than dropped whole.
+and the least harmful goes. With ``by_cost`` the harm is divided by the MACs the removal saves (a
+removal that raises the KD loss by less than ``HARM_TOLERANCE`` of it counts as raising it by that
+much), so among blocks that harm about equally the one that saves most arithmetic goes: at 128×128
+a U-Net encoder's high-resolution blocks cost up to twice the MACs of its low-resolution ones, and
+the KD losses of removing either were measured within 0.5 % of each other (benchmarks/README.md,
+segmentation), which left the plain greedy choice to small differences. Only the lowest-level
+blocks inside ``nn.Sequential`` containers are candidates (a block that holds other removable
+blocks is not), so a stage is thinned block by block rather than dropped whole.
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -28,6 +33,13 @@ import torch.nn.functional as F
 class DepthStep:
     removed: list[str]  # module names replaced by nn.Identity, in removal order
     scores: list[float]  # the KD loss after each removal (lower: less harmful)
+    macs_saved: list[int] = field(default_factory=list)  # per removal, on one example image (by_cost only)
+
+
+# by_cost: a removal that raises the KD loss by less than this share of it counts as raising it by this share, so
+# the blocks that harm (almost) nothing are ranked by the MACs they save, not by differences the fine-tune after
+# the cut recovers anyway
+HARM_TOLERANCE = 0.01
 
 
 def removable_blocks(model: torch.nn.Module, example: torch.Tensor) -> list[str]:
@@ -82,32 +94,44 @@ def _kd_score(model: torch.nn.Module, images: torch.Tensor, teacher_logits: torc
 
 def remove_blocks(model: torch.nn.Module, n: int, images: torch.Tensor, teacher_logits: torch.Tensor,
                   temperature: float, *, allowed: Callable[[torch.nn.Module, str], bool] | None = None,
-                  refit: Callable[[torch.nn.Module], None] | None = None) -> tuple[torch.nn.Module, DepthStep]:
+                  refit: Callable[[torch.nn.Module], None] | None = None,
+                  by_cost: bool = False) -> tuple[torch.nn.Module, DepthStep]:
     """A copy of ``model`` with ``n`` blocks replaced by ``nn.Identity``, the least harmful first.
 
     ``allowed(model, name)`` can rule blocks out (e.g. the last one of a stage); ``refit(model)``
-    runs after every cut, before scoring (e.g. re-estimating BatchNorm statistics). Stops early
-    (fewer removed) when no removable block is left.
+    runs after every cut, before scoring (e.g. re-estimating BatchNorm statistics). ``by_cost``:
+    the least harmful per MAC saved first (see the module docstring). Stops early (fewer removed)
+    when no removable block is left.
     """
+    from ..models.stats import count_macs
+
     model = copy.deepcopy(model).eval()
     example = images[:1]
-    removed, scores = [], []
+    removed, scores, saved = [], [], []
     for _ in range(n):
         candidates = [c for c in removable_blocks(model, example) if allowed is None or allowed(model, c)]
         if not candidates:
             break
-        best_name, best_score = None, float("inf")
+        if by_cost:
+            before, macs = _kd_score(model, images, teacher_logits, temperature), count_macs(model, example)
+            floor = max(HARM_TOLERANCE * abs(before), 1e-12)
+        best = None  # (rank, name, score, macs saved)
         for name in candidates:
             trial = copy.deepcopy(model)
             replace_with_identity(trial, name)
             if refit is not None:
                 refit(trial)
             score = _kd_score(trial, images, teacher_logits, temperature)
-            if score < best_score:
-                best_name, best_score = name, score
-        replace_with_identity(model, best_name)
+            cut = macs - count_macs(trial, example) if by_cost else 0
+            rank = max(score - before, floor) / max(cut, 1) if by_cost else score
+            if best is None or rank < best[0]:
+                best = (rank, name, score, cut)
+        _, name, score, cut = best
+        replace_with_identity(model, name)
         if refit is not None:
             refit(model)
-        removed.append(best_name)
-        scores.append(best_score)
-    return model, DepthStep(removed, scores)
+        removed.append(name)
+        scores.append(score)
+        if by_cost:
+            saved.append(int(cut))
+    return model, DepthStep(removed, scores, saved)

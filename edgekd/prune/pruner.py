@@ -136,16 +136,18 @@ def _prune_depth(model: torch.nn.Module, data: Dataset, teacher_logits: TeacherS
 
     n = min(len(data.val), 512)
     images = data.val.images[:n].to(device_of(model))
-    slim, dstep = remove_blocks(model, depth, images, teacher_logits.val[:n], distill_cfg.temperature)
+    obj = objective_for(data)
+    slim, dstep = remove_blocks(model, depth, images, teacher_logits.val[:n], distill_cfg.temperature,
+                                by_cost=obj.depth_by_cost)
     if len(dstep.removed) < depth:
         warnings.warn(f"depth pruning removed {len(dstep.removed)} of {depth} blocks: no other block keeps its "
                       "input's shape", RuntimeWarning, stacklevel=3)
     example = images[:1]
-    obj = objective_for(data)
     obj.check_pruned(slim, example, data.num_classes)
     tuned = distill(slim, data, teacher_logits, distill_cfg, steps=finetune_steps, seed=seed,
                     desc="depth prune fine-tune", keep_start=True)
     return tuned.model, {"step": 0, "kind": "depth", "removed_blocks": dstep.removed, "kd_scores": dstep.scores,
+                         **({"macs_saved": dstep.macs_saved} if dstep.macs_saved else {}),
                          "macs": count_macs(tuned.model, example), "params": count_params(tuned.model),
                          f"val_{obj.metric}": tuned.best_val_score}
 
