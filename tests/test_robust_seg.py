@@ -1,6 +1,6 @@
 """Robustness for segmentation: the benchmark's evaluation scores masks by mean foreground Dice, with the
 masks moved by the geometric shifts, on the same candidates a classifier's would (teacher through its
-ONNX Runtime file, the deployable students), and the report carries the Dice figures."""
+fastest checked fp32 file, the deployable students), and the report carries the Dice figures."""
 from __future__ import annotations
 
 from types import SimpleNamespace as NS
@@ -35,6 +35,7 @@ def cands(student_runner):
     student = Candidate("student-fp32-onnxruntime", "lower", "onnxruntime", "fp32", "student", runner=student_runner)
     for c in (torch_t, ort_t, student):
         c.metrics = NS(dice=1.0)
+    ort_t.agreement = NS(ok=True)  # checked against the torch teacher when it was exported
     return torch_t, ort_t, student
 
 
@@ -55,7 +56,8 @@ def test_segmentation_candidates_are_scored_by_dice_with_the_masks_moved():
     run = evaluate_candidates(torch_t, [torch_t, ort_t, student], PROFILE, {"val": (x, mask), "test": (x, mask)},
                               mean=(0.5,), std=(0.5,), seed=0, max_images=512, metric="dice", num_classes=2)
     assert run.metric == "dice" and run.evaluated == ("teacher-torch-fp32", "student-fp32-onnxruntime")
-    assert torch_t.runner.calls == 0 and ort_t.runner.calls > 0  # the torch teacher scored through its ORT file
+    assert torch_t.runner.calls == 0 and ort_t.runner.calls > 0  # the torch teacher scored through its checked ORT file
+    assert run.teacher_scored_by == "teacher-onnxruntime-fp32"
     t, s = torch_t.robustness["test"], student.robustness["test"]
     assert t.metric == s.metric == "dice" and len(t.scores) == len(DEFAULT_SHIFTS)
     assert t.clean == s.clean == 1.0
@@ -100,3 +102,24 @@ def test_a_segmentation_report_shows_the_dice_robustness_table():
         "candidates": {"teacher-torch-fp32": {"test": r, "val": r}, "s": {"test": r, "val": r}}}}
     md = "\n".join(markdown(report))
     assert "teacher DICE" in md and "| clean | — | — | 0.8000 |" in md
+
+
+def _teacher_file(name, backend, ms, ok):
+    c = Candidate(name, "teacher", backend, "fp32", "baseline", runner=Segmenter(backend))
+    c.latency, c.agreement = NS(p50=ms), (None if ok is None else NS(ok=ok))
+    return c
+
+
+def test_the_torch_teacher_is_scored_through_its_fastest_checked_fp32_file():
+    from edgekd.robust.candidates import runner_for
+
+    torch_t = Candidate("teacher-torch-fp32", "teacher", "torch", "fp32", "baseline", runner=Segmenter("torch"))
+    ort = _teacher_file("teacher-onnxruntime-fp32", "onnxruntime", 29.1, True)
+    ov = _teacher_file("teacher-openvino-fp32", "openvino", 22.5, True)
+    int8 = Candidate("teacher-openvino-int8", "teacher", "openvino", "int8", "baseline", runner=Segmenter("int8"))
+    int8.latency, int8.agreement = NS(p50=5.0), NS(ok=True)  # faster, but not the same network's figures
+    assert runner_for(torch_t, [torch_t, ort, ov, int8]) is ov.runner
+    ov.agreement = NS(ok=False)  # a file that disagrees with the torch teacher is never used
+    assert runner_for(torch_t, [torch_t, ort, ov, int8]) is ort.runner
+    ort.agreement = None  # nor one that was never checked
+    assert runner_for(torch_t, [torch_t, ort, ov, int8]) is torch_t.runner

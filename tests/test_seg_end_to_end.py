@@ -82,6 +82,7 @@ def test_segmentation_runs_the_same_stages_ships_on_dice_and_bundles_masks(seg_d
     rob = report["robustness"]
     assert rob["metric"] == "dice" and rob["teacher"] == "teacher-torch-fp32" and rob["shown"] == report["shipped"]
     assert rob["images"] == {"val": 24, "test": 24} and rob["max_robust_drop"] is None
+    assert rob["teacher_scored_by"] in {c["name"] for c in report["candidates"] if c["role"] == "baseline"}
     t = rob["candidates"]["teacher-torch-fp32"]["test"]
     assert t["clean"] == pytest.approx(names["teacher-torch-fp32"]["metrics"]["dice"], abs=1e-4)  # through its ORT file
     assert len(t["scores"]) == 24 and all(0.0 <= s["metric"] <= 1.0 for s in t["scores"])

@@ -156,9 +156,12 @@ def teacher_baselines(run: Run, folder: Path, torch_teacher: Candidate | None) -
                                       predict_batched(ort, check_x), precision="fp32")
     cands.append(c)
     ov_xml = ov_be.export_openvino(onnx_path, inp.example, folder / "teacher-fp32.xml")
-    cands.append(Candidate("teacher-openvino-fp32", "teacher", "openvino", "fp32", "baseline",
-                           ov_be.OpenVINORunner(ov_xml, inp.threads, "fp32"), ov_xml, size_on_disk(ov_xml),
-                           params, macs, source="teacher-onnxruntime-fp32"))
+    ov = Candidate("teacher-openvino-fp32", "teacher", "openvino", "fp32", "baseline",
+                   ov_be.OpenVINORunner(ov_xml, inp.threads, "fp32"), ov_xml, size_on_disk(ov_xml),
+                   params, macs, source="teacher-onnxruntime-fp32")
+    ov.agreement = check_agreement(ov.name, predict_batched(ort, check_x), predict_batched(ov.runner, check_x),
+                                   precision="fp32")  # checked like every exported file (robustness may run it)
+    cands.append(ov)
     calib = calibration_subset(inp.data.train, cfg.quant.calibration_samples, cfg.seed).numpy()
     run.log(f"baseline: OpenVINO INT8 post-training quantization of the teacher ({len(calib)} calibration images)")
     int8_xml = ov_be.quantize_openvino_ptq(onnx_path, calib, folder / "teacher-int8.xml", subset_size=len(calib))
