@@ -76,6 +76,13 @@ def test_segmentation_runs_the_same_stages_ships_on_dice_and_bundles_masks(seg_d
     assert "mean Dice" in ship["rule"] and ship["non_inferiority"]["dice_diff"] is not None
     md = (out / "report.md").read_text()
     assert "## Segmentation" in md and f"{names[report['shipped']]['metrics']['dice']:.4f}" in md
+    # the mean split by the truth: Dice where there is a lesion, false alarms on the images without one
+    test_masks = np.load(npz)["test_masks"]
+    lesion_free = int((test_masks.reshape(len(test_masks), -1).max(axis=1) == 0).sum())
+    m = names[report["shipped"]]["metrics"]
+    assert m["images_without"] == lesion_free and 0 <= m["false_alarms"] <= lesion_free
+    assert 0.0 <= m["dice_present"] <= 1.0 and m["val_images_without"] is not None
+    assert "### Images with and without the class" in md and f"{m['false_alarms']} of {lesion_free}" in md
     assert (out / "overlays.png").is_file() and report["segmentation"]["overlays"]
     assert "fig-overlays" in (out / "report.html").read_text()
     # robustness under shift, scored by mean Dice with the masks moved by the geometric shifts

@@ -91,6 +91,22 @@ def test_a_class_absent_from_both_is_skipped_and_empty_masks_leave_hd95_undefine
     assert r.hd95_undefined == [0, 2] and r.n_images == 4
 
 
+def test_dice_where_present_and_false_alarms_split_the_mean_by_the_truth():
+    truth = np.zeros((4, 6, 6), np.int64)
+    pred = np.zeros((4, 6, 6), np.int64)
+    truth[0, 1:4, 1:4] = pred[0, 1:4, 1:4] = 1  # lesion, found: Dice 1
+    truth[1, 0:2, 0:2] = 1  # lesion of 4 px, half found: Dice 2·2/(2+4)
+    pred[1, 0:2, 0:1] = 1
+    pred[2, 5, 5] = 1  # no lesion, one stray pixel: a false alarm
+    # image 3: no lesion, nothing marked
+    r = sm.evaluate_segmentation(pred, truth, 2, resamples=50)
+    assert r.mean_dice == pytest.approx((1 + 4 / 6 + 0) / 3)  # the false alarm counts as 0, image 3 skipped
+    assert r.dice_present[1] == r.mean_dice_present == pytest.approx((1 + 4 / 6) / 2)
+    assert r.false_alarms[1] == 1 and r.images_without[1] == 2
+    assert sm.presence_split(pred, truth, 2) == (r.dice_present, r.mean_dice_present, r.false_alarms,
+                                                 r.images_without)
+
+
 def test_mean_excludes_background_unless_asked_and_averages_classes():
     truth = np.zeros((2, 4, 4), np.int64)
     truth[:, :2, :2], truth[:, 2:, 2:] = 1, 2

@@ -15,6 +15,10 @@ image**, then averaged over images:
   from ``scipy.ndimage.distance_transform_edt`` and linear-interpolated percentiles (the MONAI
   convention). Undefined (NaN, left out of the mean and counted in ``hd95_undefined``) when P or
   T is empty for that class: a distance to nothing has no value (a missed lesion shows in Dice).
+* Split by the truth, because the mean mixes two questions: **Dice where present** is class c's
+  mean Dice over the images whose truth holds c (how well it is outlined), and **false alarms**
+  count the images whose truth lacks c where the model marks c anyway (each of which scores 0 in
+  the mean Dice, however few pixels it marks), out of **images without** c.
 * A class's figure is the mean over the images where it is defined (NaN when none is); the
   **mean** figure is the mean over classes 1..K−1 (background excluded) unless
   ``include_background``, ignoring classes with no defined image.
@@ -196,6 +200,10 @@ class SegMetrics:
     hd95_undefined: list[int] | None = None  # per class: images left out because a mask was empty
     n_images: int = 0
     include_background: bool = False
+    dice_present: list[float] | None = None  # per class: mean Dice over the images whose truth holds the class
+    mean_dice_present: float | None = None  # over the scored classes, as mean_dice
+    false_alarms: list[int] | None = None  # per class: images whose truth lacks it where the model marks it
+    images_without: list[int] | None = None  # per class: images whose truth lacks it
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -215,6 +223,8 @@ def evaluate_segmentation(pred, truth, num_classes: int, *, include_background: 
                      mean_iou=mean_score(iou, include_background=include_background),
                      dice_ci=bootstrap_ci(dice, **ci), iou_ci=bootstrap_ci(iou, **ci), n_images=len(dice),
                      include_background=include_background)
+    out.dice_present, out.mean_dice_present, out.false_alarms, out.images_without = \
+        _presence(tp, fp, fn, include_background=include_background)
     if hd:
         h = hd95_scores(pred, truth, num_classes, include_background=include_background)
         present = (tp + fp + fn) > 0  # an image absent from both is skipped, not "undefined"
@@ -224,6 +234,23 @@ def evaluate_segmentation(pred, truth, num_classes: int, *, include_background: 
         out.hd95_undefined = [int((np.isnan(h[:, c]) & present[:, c]).sum()) if c in scored else 0
                               for c in range(num_classes)]
     return out
+
+
+def presence_split(pred, truth, num_classes: int, *, include_background: bool = False
+                   ) -> tuple[list[float], float, list[int], list[int]]:
+    """(Dice where present per class, its mean over the scored classes, false alarms per class, images without
+    per class) of N×H×W label maps (see the module docstring)."""
+    return _presence(*overlap_counts(pred, truth, num_classes), include_background=include_background)
+
+
+def _presence(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, *, include_background: bool = False
+              ) -> tuple[list[float], float, list[int], list[int]]:
+    present = (tp + fn) > 0
+    dice = np.where(present, _ratio(2 * tp, 2 * tp + fp + fn), np.nan)
+    without = ~present
+    alarms = without & (fp > 0)
+    return (per_class_means(dice), mean_score(dice, include_background=include_background),
+            [int(v) for v in alarms.sum(axis=0)], [int(v) for v in without.sum(axis=0)])
 
 
 @dataclass

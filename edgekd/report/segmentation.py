@@ -70,6 +70,16 @@ def seg_markdown(report: dict) -> list[str]:
                   "|---|" + "---|" * (len(names) - 1)]
         lines += [f"| {c['name']} | " + " | ".join(_fmt(d, ".4f") for d in c["metrics"]["per_class"]["dice"][1:]) + " |"
                   for c in per]
+    split = [c for c in report["candidates"] if (c.get("metrics") or {}).get("images_without") is not None]
+    if split:
+        lines += ["", "### Images with and without the class", "",
+                  "Mean Dice mixes two questions: how well a lesion is outlined where there is one, and whether the "
+                  "model marks one where there is none (such an image scores 0 however few pixels are marked).", "",
+                  "| candidate | val Dice where present | val false alarms | test Dice where present | "
+                  "test false alarms |", "|---|---|---|---|---|"]
+        lines += [f"| {c['name']} | {_fmt(m.get('val_dice_present'), '.4f')} | {_alarms(m, 'val_')} | "
+                  f"{_fmt(m.get('dice_present'), '.4f')} | {_alarms(m, '')} |"
+                  for c in split for m in [c["metrics"]]]
     vs = [(c["name"], c["metrics"]["vs_teacher"]) for c in report["candidates"]
           if c.get("role") == "student" and (c.get("metrics") or {}).get("vs_teacher")]
     if vs:
@@ -81,6 +91,11 @@ def seg_markdown(report: dict) -> list[str]:
                   "", "| test image | student Dice | teacher Dice |", "|---|---|---|"]
         lines += [f"| {o['index']} | {o['student_dice']:.4f} | {o['teacher_dice']:.4f} |" for o in cases]
     return lines
+
+
+def _alarms(m: dict, prefix: str) -> str:
+    n, of = m.get(f"{prefix}false_alarms"), m.get(f"{prefix}images_without")
+    return "—" if n is None or of is None else f"{n} of {of}"
 
 
 def write_overlays(path: Path, images: np.ndarray, truth: np.ndarray, teacher: np.ndarray, student: np.ndarray,

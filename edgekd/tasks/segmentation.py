@@ -21,6 +21,9 @@ class SegScores:
     vs_teacher: dict | None = None  # paired test Dice difference to the teacher reference, with its CI
     per_image_dice: np.ndarray | None = field(default=None, repr=False)  # test, mean over foreground classes
     test_pred: np.ndarray | None = field(default=None, repr=False)  # test argmax masks (uint8), kept in memory
+    val_dice_present: float | None = None  # val Dice over the images whose truth holds the class
+    val_false_alarms: int | None = None  # val images whose truth lacks a foreground class the model marks (summed)
+    val_images_without: int | None = None  # val (image, foreground class) pairs whose truth lacks the class
 
     @property
     def dice(self) -> float:
@@ -30,9 +33,17 @@ class SegScores:
         t = self.test.to_dict()
         return {"dice": t["mean_dice"], "dice_ci": t["dice_ci"], "iou": t["mean_iou"], "iou_ci": t["iou_ci"],
                 "hd95": t["mean_hd95"], "hd95_ci": t["hd95_ci"], "val_dice": self.val_dice,
+                "dice_present": t["mean_dice_present"], "false_alarms": _foreground_sum(t["false_alarms"]),
+                "images_without": _foreground_sum(t["images_without"]), "val_dice_present": self.val_dice_present,
+                "val_false_alarms": self.val_false_alarms, "val_images_without": self.val_images_without,
                 "per_class": {"dice": t["dice"], "iou": t["iou"], "hd95": t["hd95"],
-                              "hd95_undefined": t["hd95_undefined"]},
+                              "hd95_undefined": t["hd95_undefined"], "dice_present": t["dice_present"],
+                              "false_alarms": t["false_alarms"], "images_without": t["images_without"]},
                 "n_images": t["n_images"], "vs_teacher": self.vs_teacher}
+
+
+def _foreground_sum(per_class: list[int] | None) -> int | None:
+    return None if per_class is None else int(sum(per_class[1:]))
 
 
 def _per_image(dice: np.ndarray) -> np.ndarray:
@@ -136,10 +147,12 @@ class SegmentationTask(Task):
             evaluate_segmentation,
             mean_score,
             paired_dice_diff,
+            presence_split,
         )
 
         val_pred, test_pred = val_logits.argmax(1), test_logits.argmax(1).astype(np.uint8)
         val_dice = mean_score(dice_scores(val_pred, val_targets, num_classes))
+        _, val_present, val_alarms, val_without = presence_split(val_pred, val_targets, num_classes)
         test = evaluate_segmentation(test_pred, test_targets, num_classes, resamples=cfg.bench.bootstrap_resamples,
                                      seed=seed)
         per_image = _per_image(dice_scores(test_pred, test_targets, num_classes))
@@ -149,7 +162,8 @@ class SegmentationTask(Task):
                                     resamples=cfg.bench.bootstrap_resamples, seed=seed)
             vs = {"dice_diff": diff.dice_diff, "ci": list(diff.ci) if diff.ci is not None else None,
                   "margin": cfg.max_dice_drop, "method": "paired percentile bootstrap over test images"}
-        return SegScores(val_dice, test, vs, per_image, test_pred)
+        return SegScores(val_dice, test, vs, per_image, test_pred, val_present, _foreground_sum(val_alarms),
+                         _foreground_sum(val_without))
 
     def choose(self, cands, profile, teacher, budget):
         from ..ship import choose_segmentation
