@@ -89,7 +89,11 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def dice_scores(pred, truth, num_classes: int) -> np.ndarray:
     """N×K Dice per image and class; NaN where the class is absent from both (skipped)."""
-    tp, fp, fn = overlap_counts(pred, truth, num_classes)
+    return dice_from_counts(*overlap_counts(pred, truth, num_classes))
+
+
+def dice_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """N×K Dice from :func:`overlap_counts`; NaN where the class is absent from both."""
     return _ratio(2 * tp, 2 * tp + fp + fn)
 
 
@@ -216,7 +220,7 @@ def evaluate_segmentation(pred, truth, num_classes: int, *, include_background: 
                           resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0, level: float = CI_LEVEL) -> SegMetrics:
     """Dice, IoU (and HD95 unless ``hd=False``) per class and mean, with seeded bootstrap CIs over images."""
     tp, fp, fn = overlap_counts(pred, truth, num_classes)
-    dice, iou = _ratio(2 * tp, 2 * tp + fp + fn), _ratio(tp, tp + fp + fn)
+    dice, iou = dice_from_counts(tp, fp, fn), _ratio(tp, tp + fp + fn)
     ci = dict(include_background=include_background, resamples=resamples, seed=seed, level=level)
     out = SegMetrics(dice=per_class_means(dice), iou=per_class_means(iou),
                      mean_dice=mean_score(dice, include_background=include_background),
@@ -224,7 +228,7 @@ def evaluate_segmentation(pred, truth, num_classes: int, *, include_background: 
                      dice_ci=bootstrap_ci(dice, **ci), iou_ci=bootstrap_ci(iou, **ci), n_images=len(dice),
                      include_background=include_background)
     out.dice_present, out.mean_dice_present, out.false_alarms, out.images_without = \
-        _presence(tp, fp, fn, include_background=include_background)
+        presence_from_counts(tp, fp, fn, include_background=include_background)
     if hd:
         h = hd95_scores(pred, truth, num_classes, include_background=include_background)
         present = (tp + fp + fn) > 0  # an image absent from both is skipped, not "undefined"
@@ -240,13 +244,14 @@ def presence_split(pred, truth, num_classes: int, *, include_background: bool = 
                    ) -> tuple[list[float], float, list[int], list[int]]:
     """(Dice where present per class, its mean over the scored classes, false alarms per class, images without
     per class) of N×H×W label maps (see the module docstring)."""
-    return _presence(*overlap_counts(pred, truth, num_classes), include_background=include_background)
+    return presence_from_counts(*overlap_counts(pred, truth, num_classes), include_background=include_background)
 
 
-def _presence(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, *, include_background: bool = False
-              ) -> tuple[list[float], float, list[int], list[int]]:
+def presence_from_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, *, include_background: bool = False
+                         ) -> tuple[list[float], float, list[int], list[int]]:
+    """:func:`presence_split` from :func:`overlap_counts`' N×K counts."""
     present = (tp + fn) > 0
-    dice = np.where(present, _ratio(2 * tp, 2 * tp + fp + fn), np.nan)
+    dice = np.where(present, dice_from_counts(tp, fp, fn), np.nan)
     without = ~present
     alarms = without & (fp > 0)
     return (per_class_means(dice), mean_score(dice, include_background=include_background),

@@ -149,17 +149,18 @@ def teacher_baselines(run: Run, folder: Path, torch_teacher: Candidate | None) -
         onnx_path = onnx_be.export_onnx(t.module, inp.example, folder / "teacher-fp32.onnx")
     check_x = inp.data.test.images.numpy()[:256]
     ort = onnx_be.OnnxRuntimeRunner(onnx_path, inp.threads, "fp32")
+    ort_out = predict_batched(ort, check_x)  # the reference of every file below, predicted once
     c = Candidate("teacher-onnxruntime-fp32", "teacher", "onnxruntime", "fp32", "baseline", ort,
                   onnx_path, size_on_disk(onnx_path), params, macs, source=torch_teacher.name if torch_teacher else None)
     if torch_teacher:  # a torch teacher: its ONNX export must match it
-        c.agreement = check_agreement(c.name, predict_batched(torch_teacher.runner, check_x),
-                                      predict_batched(ort, check_x), precision="fp32")
+        c.agreement = check_agreement(c.name, predict_batched(torch_teacher.runner, check_x), ort_out,
+                                      precision="fp32")
     cands.append(c)
     ov_xml = ov_be.export_openvino(onnx_path, inp.example, folder / "teacher-fp32.xml")
     ov = Candidate("teacher-openvino-fp32", "teacher", "openvino", "fp32", "baseline",
                    ov_be.OpenVINORunner(ov_xml, inp.threads, "fp32"), ov_xml, size_on_disk(ov_xml),
                    params, macs, source="teacher-onnxruntime-fp32")
-    ov.agreement = check_agreement(ov.name, predict_batched(ort, check_x), predict_batched(ov.runner, check_x),
+    ov.agreement = check_agreement(ov.name, ort_out, predict_batched(ov.runner, check_x),
                                    precision="fp32")  # checked like every exported file (robustness may run it)
     cands.append(ov)
     calib = calibration_subset(inp.data.train, cfg.quant.calibration_samples, cfg.seed).numpy()
@@ -169,7 +170,7 @@ def teacher_baselines(run: Run, folder: Path, torch_teacher: Candidate | None) -
                      ov_be.OpenVINORunner(int8_xml, inp.threads, "int8"), int8_xml, size_on_disk(int8_xml),
                      params, macs, source="teacher-onnxruntime-fp32")
     # PTQ is the user's "without edgekd" baseline, not edgekd's output: report its agreement, never fail on it
-    int8.agreement = check_agreement(int8.name, predict_batched(ort, check_x), predict_batched(int8.runner, check_x),
+    int8.agreement = check_agreement(int8.name, ort_out, predict_batched(int8.runner, check_x),
                                      precision="int8", strict=False)
     cands.append(int8)
     return cands

@@ -143,16 +143,19 @@ class SegmentationTask(Task):
 
     def evaluate(self, cand, val_logits, val_targets, test_logits, test_targets, cfg, reference, num_classes, seed):
         from ..metrics.segmentation import (
+            dice_from_counts,
             dice_scores,
             evaluate_segmentation,
             mean_score,
+            overlap_counts,
             paired_dice_diff,
-            presence_split,
+            presence_from_counts,
         )
 
         val_pred, test_pred = val_logits.argmax(1), test_logits.argmax(1).astype(np.uint8)
-        val_dice = mean_score(dice_scores(val_pred, val_targets, num_classes))
-        _, val_present, val_alarms, val_without = presence_split(val_pred, val_targets, num_classes)
+        val_counts = overlap_counts(val_pred, val_targets, num_classes)  # counted once for both figures
+        val_dice = mean_score(dice_from_counts(*val_counts))
+        _, val_present, val_alarms, val_without = presence_from_counts(*val_counts)
         test = evaluate_segmentation(test_pred, test_targets, num_classes, resamples=cfg.bench.bootstrap_resamples,
                                      seed=seed)
         per_image = _per_image(dice_scores(test_pred, test_targets, num_classes))
