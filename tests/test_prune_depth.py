@@ -68,6 +68,39 @@ def test_depth_only_pruning(data, tl):
     assert [s.get("kind") for s in res.steps] == ["depth"] and res.params_after < res.params_before
 
 
+@pytest.mark.parametrize("tolerance, skipped", [(2.0, True), (-2.0, False)])
+def test_depth_only_pruning_skips_the_recovery_when_the_fine_tune_lost_nothing(tolerance, skipped, data, tl,
+                                                                                monkeypatch):
+    from edgekd.prune import pruner
+
+    # a tolerance of 2 makes any val score "within" the unpruned one's, -2 makes none
+    monkeypatch.setattr(pruner, "RECOVERY_TOLERANCE", tolerance)
+    res = prune(student("lcnet_050"), data, tl, PruneConfig(ratio=0.0, depth=1), FAST, finetune_steps=2,
+                recovery_steps=3)
+    step = res.steps[-1]
+    assert "val_auc_unpruned" in step
+    assert ("recovery_skipped" in step) is skipped
+    assert step["recovery_steps"] == (0 if skipped else 3)
+
+
+def test_recovery_steps_asked_for_are_never_skipped(data, tl, monkeypatch):
+    from edgekd.prune import pruner
+
+    monkeypatch.setattr(pruner, "RECOVERY_TOLERANCE", 2.0)
+    res = prune(student("lcnet_050"), data, tl, PruneConfig(ratio=0.0, depth=1, recovery_steps=3), FAST,
+                finetune_steps=2)
+    assert res.steps[-1]["recovery_steps"] == 3 and "recovery_skipped" not in res.steps[-1]
+
+
+def test_channel_pruning_always_recovers(data, tl, monkeypatch):
+    from edgekd.prune import pruner
+
+    monkeypatch.setattr(pruner, "RECOVERY_TOLERANCE", 2.0)
+    res = prune(student("lcnet_050"), data, tl, PruneConfig(ratio=0.3, steps=1, depth=1), FAST, finetune_steps=2,
+                recovery_steps=3)
+    assert res.steps[-1]["recovery_steps"] == 3 and "recovery_skipped" not in res.steps[-1]
+
+
 @pytest.mark.parametrize("depth", [-1, 1.5, 65])
 def test_bad_depth_is_rejected(depth, data, tl):
     with pytest.raises(InputError, match="prune depth"):

@@ -211,6 +211,12 @@ class _Order:
         return self._queue.pop(0)
 
 
+def val_score(model: torch.nn.Module, data: Dataset, signal: TeacherSignal, cfg: DistillConfig) -> float:
+    """``model``'s val score (ROC AUC; mean Dice for segmentation), as :func:`distill` scores its checkpoints."""
+    obj = objective_for(data)
+    return _evaluate(model, data, signal.val.float(), obj.batch_of(cfg), obj)[1]
+
+
 def _evaluate(model: torch.nn.Module, data: Dataset, teacher_val: torch.Tensor, batch_size: int,
               obj: Objective) -> tuple[float, float]:
     """(KL(teacher ‖ student) at T = 1, averaged over val images or pixels; the val score: ROC AUC or mean Dice).
