@@ -119,8 +119,9 @@ class BenchConfig:
     batch: int | None = None  # second latency batch besides 1; None: the target profile's batch
     memory: bool = True  # peak memory of each ONNX Runtime / OpenVINO session, in a child process
     # robustness under acquisition shift (edgekd.robust): val and test images scored per shift (a seeded
-    # subset when a split is larger); 0: not evaluated (then --max-robust-drop cannot be used)
-    robust_images: int = 512
+    # subset when a split is larger); 0: not evaluated (then --max-robust-drop cannot be used); None: the
+    # task's (512 for classification, 64 for segmentation: edgekd.tasks)
+    robust_images: int | None = None
 
 
 @dataclass

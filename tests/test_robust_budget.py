@@ -193,3 +193,15 @@ def test_the_report_section_table_and_plot_carry_the_same_numbers():
     curves = plots.robustness_curves(report)
     assert curves["gaussian-noise"]["teacher"] == [t["clean"]] + [s["metric"] for s in t["scores"][:3]]
     assert markdown({"robustness": None}) == [] and robustness_html({}) == ""
+
+
+def test_the_robustness_sample_left_unset_is_the_tasks():
+    from edgekd.config import CompressConfig
+    from edgekd.tasks import get_task
+
+    assert CompressConfig().bench.robust_images is None
+    assert get_task("classification").with_defaults(CompressConfig()).bench.robust_images == 512
+    assert get_task("segmentation").with_defaults(CompressConfig(task="segmentation")).bench.robust_images == 64
+    asked = CompressConfig(task="segmentation")
+    asked.bench.robust_images = 200  # a value asked for wins
+    assert get_task("segmentation").with_defaults(asked).bench.robust_images == 200

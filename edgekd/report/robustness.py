@@ -20,7 +20,8 @@ def robustness_section(robust: Any, cands: list, shipped: Any, ship_info: dict) 
     by = {c.name: c for c in cands}
     return {
         "metric": robust.metric, "seed": robust.seed, "images": robust.images, "available": robust.available,
-        "subset": "all images of a split, or a seeded sorted sample of bench.robust_images of them",
+        "subset": ("all images of a split, or a seeded sorted sample of bench.robust_images of them (by default "
+                   "512 for classification, 64 for segmentation)"),
         "seconds": robust.seconds, "rule": RULE,
         "teacher": robust.evaluated[0], "teacher_scored_by": robust.teacher_scored_by or robust.evaluated[0],
         "shipped": shipped.name if shipped else None,

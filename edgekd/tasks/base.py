@@ -24,6 +24,7 @@ class Task:
     budgets: tuple[str, ...] = ()  # the profile's shipping budgets this task applies
     robustness = False  # scored under acquisition shift in the benchmark (edgekd.robust)
     robust_metric = "auc"  # what the robustness step scores: "auc" (labels) or "dice" (masks moved with the image)
+    robust_images = 512  # the default bench.robust_images: val and test images scored under every shift
 
     @property
     def objective(self):
@@ -35,8 +36,10 @@ class Task:
         """``cfg`` with the settings left to the task (None) filled in: what the stages, keys and report see."""
         from dataclasses import replace
 
+        bench = cfg.bench if cfg.bench.robust_images is not None else replace(cfg.bench,
+                                                                               robust_images=self.robust_images)
         return replace(cfg, prune=self.objective.prune_defaults(cfg.prune),
-                       distill=self.objective.with_defaults(cfg.distill))
+                       distill=self.objective.with_defaults(cfg.distill), bench=bench)
 
     def check_settings(self, cfg: CompressConfig) -> None:
         """Settings this task cannot honour fail before any work, in one line."""
