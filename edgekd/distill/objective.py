@@ -42,6 +42,8 @@ class Objective:
     # depth pruning ranks blocks by harm alone (False) or by harm per MAC saved (True, edgekd.prune.depth): at a
     # classifier's small inputs a layer's dispatch costs more than its arithmetic, so every block saves about as much
     depth_by_cost = False
+    # train in channels-last memory format on the CPU (edgekd.distill.trainer); off where it was not measured
+    channels_last = False
 
     def with_defaults(self, cfg):
         """``cfg`` (a DistillConfig) with the settings left to the task (None) filled in."""
@@ -183,6 +185,9 @@ class SegmentationObjective(Objective):
     temperature = 1.0
     # at 128×128 and more a block's arithmetic is what it costs, and a U-Net encoder's blocks differ 2× in MACs
     depth_by_cost = True
+    # measured on 2 Zen 4 cores, unet-efficientnet_b0 at 128×128, batch 8: 0.185 s per training step channels-last
+    # against 0.270 s in the default layout (depthwise convs and the decoder's full-size maps)
+    channels_last = True
 
     def targets(self, split) -> torch.Tensor:
         return split.masks

@@ -119,6 +119,10 @@ def distill(
     order = _Order(len(signal.pool), bs, generator)
     world = _dist.world()
     # DDP with several processes (gradients averaged), the student itself otherwise
+    # channels-last on the CPU where the task measured it faster (Objective.channels_last); put back at the end
+    layout = torch.channels_last if obj.channels_last and device.type == "cpu" else None
+    if layout is not None:
+        student.to(memory_format=layout)
     net = _dist.wrap(student, data.train.images[:2].to(device))
     student.train()
     total, count, start, stale, best_kl = 0.0, 0, time.perf_counter(), 0, math.inf
@@ -128,6 +132,8 @@ def distill(
         idx = _dist.shard(batch)  # this process's part of the step's batch (all of it with one process)
         b = signal.batch(idx, _view_seed(seed, step, world.rank))
         x = to_device(b.images, device)
+        if layout is not None:
+            x = x.contiguous(memory_format=layout)
         with autocast(device):  # bf16 on CUDA; nothing on the CPU
             if hint is not None:
                 feats = student.forward_features(x)
@@ -172,6 +178,8 @@ def distill(
             history.append({"step": steps_run, "loss": None, "val_kl": kl, key: auc, "lr": 0.0,
                             "seconds": time.perf_counter() - start})
     best = select_checkpoint([h for h in history if h["step"] in kept], key)
+    if layout is not None:
+        student.to(memory_format=torch.contiguous_format)  # what export, pruning and safetensors expect
     student.load_state_dict(kept[best["step"]])
     _dist.broadcast_state(student)  # rank 0's BatchNorm statistics everywhere: the next stage starts from one model
     student.eval()
