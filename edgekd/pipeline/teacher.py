@@ -16,7 +16,8 @@ from .stage import Stage
 
 # A torch teacher on the CPU answers the stage through its OpenVINO fp32 conversion (checked against it first)
 # when the stage asks it for at least this many multiply-accumulates: OpenVINO ran the segmentation benchmark's
-# U-Net ResNet-34 (1.94 G MACs at 128×128) 2.3× faster than torch on 2 cores at batch 64, and the conversion
+# U-Net ResNet-34 (1.94 G MACs at 128×128) at 17 ms per image against torch's 37 on 2 cores at batch 64 (quiet
+# machine; torch's batch 8: 28 ms), and the conversion
 # takes seconds, which a small teacher's whole stage does not. 2e12 MACs are about a minute of torch there.
 FILE_TEACHER_MIN_MACS = 2e12
 FILE_TEACHER_BATCH = 64  # images per OpenVINO call (per-pixel logits: 64 × 2 × 128 × 128 floats are 8 MB)
