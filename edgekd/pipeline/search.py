@@ -59,7 +59,7 @@ def search_config(cfg: CompressConfig, inp, store: StageStore, log: Log):
     with tempfile.TemporaryDirectory(prefix=".search-probe-", dir=_scratch_root(store)) as tmp:
         probe = Run(cfg, inp, store, Path(tmp), _silent)
         sig_stage = TeacherSignalStage()
-        _, _, views, mode, _ = sig_stage._plan(probe)
+        _, _, views, mode, _, _ = sig_stage._plan(probe)
         with _quiet(store):
             sig_stage.execute(probe)
         obj, data = task.objective, inp.data
