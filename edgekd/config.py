@@ -122,6 +122,10 @@ class BenchConfig:
     # subset when a split is larger); 0: not evaluated (then --max-robust-drop cannot be used); None: the
     # task's (512 for classification, 64 for segmentation: edgekd.tasks)
     robust_images: int | None = None
+    # segmentation: a predicted region (8-connected) of a class smaller than this many pixels becomes
+    # background, for each model whose val Dice this does not lower (edgekd.tasks.segmentation); None:
+    # half the 1st-percentile region area in the train masks; 0: never
+    min_region: int | None = None
 
 
 @dataclass

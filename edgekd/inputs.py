@@ -79,6 +79,9 @@ def check_settings(cfg: CompressConfig) -> None:
     ri = cfg.bench.robust_images
     if not isinstance(ri, int) or isinstance(ri, bool) or ri < 0:
         raise InputError(f"robust_images must be an integer >= 0 (0: no robustness evaluation), got {ri!r}")
+    mr = cfg.bench.min_region
+    if mr is not None and (not isinstance(mr, int) or isinstance(mr, bool) or mr < 0):
+        raise InputError(f"--min-region must be an integer >= 0 (pixels; 0: keep every region), got {mr!r}")
     for name in ("warmup", "iterations"):
         v = getattr(cfg.bench, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "warmup" else 1):

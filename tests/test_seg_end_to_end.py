@@ -99,7 +99,14 @@ def test_segmentation_runs_the_same_stages_ships_on_dice_and_bundles_masks(seg_d
     bundle = out / "bundle"
     with np.load(bundle / "sample.npz") as s:
         assert s["masks"].shape == (24, 32, 32) and "labels" not in s.files
-    assert json.loads((bundle / "labels.json").read_text())["task"] == "segmentation"
+    labels = json.loads((bundle / "labels.json").read_text())
+    assert labels["task"] == "segmentation"
+    # the small-region rule: derived from the train masks, kept or not per model on val, carried to the runner
+    rule = report["segmentation"]["small_regions"]
+    assert rule["min_region"][0] == 0 and "train masks" in rule["source"] and "### Small regions" in md
+    decision = names[report["shipped"]]["metrics"]["decision"]
+    assert (report["shipped"] in rule["kept_by"]) == decision["applied"]
+    assert labels["min_region"] == (rule["min_region"] if decision["applied"] else None)
     assert runner.invoke(app, ["verify", str(bundle)]).exit_code == 0
     # the standalone device runner: predicted masks and Dice on the sample
     model = bundle / ("model.onnx" if (bundle / "model.onnx").exists() else "model.xml")
@@ -108,6 +115,7 @@ def test_segmentation_runs_the_same_stages_ships_on_dice_and_bundles_masks(seg_d
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["task"] == "segmentation" and 0.0 <= doc["metrics"]["mean_dice"] <= 1.0
+    assert doc["min_region"]["value"] == labels["min_region"]
     with np.load(tmp_path / "masks.npz") as m:
         assert m["masks"].shape == (24, 32, 32)
 
@@ -118,6 +126,7 @@ def test_segmentation_runs_the_same_stages_ships_on_dice_and_bundles_masks(seg_d
     (["--max-dice-drop", "0.01"], "segmentation budget"),
     (["--task", "segmentation", "--student", "from-teacher"], "U-Net zoo"),
     (["--task", "segmentation", "--feature-kd", "0.5"], "--feature-kd"),
+    (["--min-region", "10"], "--min-region is for segmentation"),
 ])
 def test_settings_a_task_cannot_honour_fail_in_one_line(args, words, tmp_path):
     result = runner.invoke(app, ["compress", "--out", str(tmp_path / "o"), *args])

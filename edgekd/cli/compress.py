@@ -68,6 +68,7 @@ def compress(
     max_size_mb: Optional[float] = typer.Option(None, help="--search: budget for the deployable file in MiB (default: none)."),
     search_latency_from: Optional[Path] = typer.Option(None, help="--search on TensorRT targets: a report.json with device figures merged by `edgekd report --merge`; the search ranks by a latency model fitted on them (predicted, said in the report)."),
     operating_point: OperatingPoint = typer.Option(OperatingPoint.teacher_sensitivity, case_sensitive=False, help="Binary threshold chosen on val: teacher-sensitivity (hold the teacher's val sensitivity) or youden (each model's Youden's J)."),
+    min_region: Optional[int] = typer.Option(None, min=0, help="Segmentation: a predicted region smaller than this many pixels becomes background, for each model whose val Dice it does not lower (default: half the 1st-percentile region area of the train masks; 0: keep every region)."),
     threads: Optional[int] = typer.Option(None, help="Threads for latency figures (default from the target)."),
     iterations: Optional[int] = typer.Option(None, help="Timed runs per latency figure, fixed (default: at least 200, more until the median is stable)."),
     max_samples: Optional[int] = opt.max_samples_option(),
@@ -104,7 +105,7 @@ def compress(
         cfg.search = search_options(search, search_budget, search_lowrank, search_trials, max_latency_ms, max_size_mb,
                                     search_latency_from)
         _set(cfg.bench, threads=threads, iterations=iterations, max_iterations=iterations,
-             operating_point=operating_point.value)
+             operating_point=operating_point.value, min_region=min_region)
         from ..api import compress as run
 
         result = run(cfg, log=log)

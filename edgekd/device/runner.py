@@ -15,6 +15,9 @@ stdout (progress and errors go to stderr; errors are one line and exit code 2).
 Binary tasks are scored at the operating point the host chose on val, read from the bundle's
 ``labels.json`` next to the model (``--threshold`` overrides it; 0.5 only when neither gives
 one); the JSON document's ``threshold`` says which value was used and where it came from.
+Segmentation masks are the per-pixel argmax, then, when ``labels.json`` records ``min_region``
+(the host kept it on val), every 8-connected region of class c smaller than ``min_region[c]``
+pixels becomes background (``--min-region`` overrides it; 0 keeps every region).
 
 What was executed where: the ONNX Runtime and OpenVINO paths run in edgekd's tests on an x86
 host. The TensorRT path (engine build through build_engine.sh / trtexec / the TensorRT Python
@@ -43,7 +46,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-RUNNER_VERSION = "1.2.0"  # 1.2: segmentation models (masks, Dice); 1.1: the binary threshold defaults to the bundle's labels.json; "threshold" in the output
+RUNNER_VERSION = "1.3.0"  # 1.3: segmentation masks drop regions below labels.json min_region; 1.2: segmentation models (masks, Dice); 1.1: the binary threshold defaults to the bundle's labels.json; "threshold" in the output
 EXIT_BAD_INPUT = 2
 RUNTIMES = ("auto", "tensorrt", "onnxruntime", "openvino")
 LABELS = "labels.json"  # written by the bundle next to the model: class names and the operating point
@@ -152,10 +155,58 @@ def classification_metrics(logits, labels, threshold=0.5):
     return {"accuracy": float((pred == labels).mean()), "auc": auc, "threshold": threshold}
 
 
-def segmentation_metrics(logits, masks):
-    """Per-pixel argmax masks and mean Dice per foreground class over images (an image with the class in neither
-    mask is skipped; a false positive on an empty mask scores 0), as edgekd's host report computes it."""
+def region_labels(mask):
+    """(labels, areas) of the 8-connected regions of one H x W boolean mask: each pixel of a region holds the
+    flat index of the region's first pixel (background: H*W), areas[i] the size of the region labelled i.
+    numpy only (scipy is not on every device): the smallest label spreads to the 3 x 3 neighbours while
+    pointer jumping (label <- label of the label) shortcuts long regions, until nothing changes."""
+    h, w = mask.shape
+    none = h * w
+    lab = np.where(mask, np.arange(none).reshape(h, w), none)
+    fg = mask.ravel()
+    while True:
+        padded = np.pad(lab, 1, mode="constant", constant_values=none)
+        low = lab.copy()
+        for dy in range(3):
+            for dx in range(3):
+                low = np.minimum(low, padded[dy:dy + h, dx:dx + w])
+        flat = np.where(fg, low.ravel(), none)
+        while True:
+            jumped = flat.copy()
+            jumped[fg] = flat[flat[fg]]
+            if np.array_equal(jumped, flat):
+                break
+            flat = jumped
+        new = flat.reshape(h, w)
+        if np.array_equal(new, lab):
+            return lab, np.bincount(lab.ravel(), minlength=none + 1)
+        lab = new
+
+
+def remove_small_regions(pred, min_region):
+    """N x H x W label maps with every 8-connected region of class c smaller than min_region[c] pixels set to
+    background (0), as edgekd.metrics.segmentation.remove_small_regions does on the host."""
+    out = np.array(pred, copy=True)
+    for c, least in enumerate(min_region or []):
+        if c == 0 or least <= 1:
+            continue
+        for m in out:
+            mask = m == c
+            if mask.any():
+                lab, areas = region_labels(mask)
+                small = areas < least
+                small[-1] = False  # the background label
+                m[small[lab]] = 0
+    return out
+
+
+def segmentation_metrics(logits, masks, min_region=None):
+    """Per-pixel argmax masks (then min_region's small regions cleared) and mean Dice per foreground class over
+    images (an image with the class in neither mask is skipped; a false positive on an empty mask scores 0),
+    as edgekd's host report computes it."""
     pred = np.asarray(logits).argmax(axis=1)
+    if min_region:
+        pred = remove_small_regions(pred, min_region)
     masks = np.asarray(masks)
     k = int(np.asarray(logits).shape[1])
     per_class = []
@@ -171,18 +222,42 @@ def segmentation_metrics(logits, masks):
                                    "pixel_accuracy": float((pred == masks).mean())}
 
 
-def bundle_threshold(model_path):
-    """(threshold, labels.json path) recorded by the bundle next to the model; (None, None) when it records none."""
+def bundle_labels(model_path, flag):
+    """(labels.json as a dict, its path) next to the model; ({}, None) when there is none."""
     path = os.path.join(os.path.dirname(os.path.abspath(model_path)), LABELS)
     if not os.path.isfile(path):
-        return None, None
+        return {}, None
     try:
         with open(path) as f:
             labels = json.load(f)
     except (IOError, OSError, ValueError) as exc:
-        raise RunnerError("{} is not readable JSON ({}): restore the bundle's copy or pass --threshold"
-                          .format(path, first_line(exc)))
-    value = labels.get("threshold") if isinstance(labels, dict) else None
+        raise RunnerError("{} is not readable JSON ({}): restore the bundle's copy or pass {}"
+                          .format(path, first_line(exc), flag))
+    return (labels if isinstance(labels, dict) else {}), path
+
+
+def pick_min_region(requested, model_path, classes):
+    """Segmentation: the smallest region kept per class and where it came from: --min-region (every foreground
+    class), else the bundle's labels.json (kept by the host on val), else none (every region kept)."""
+    if requested is not None:
+        if requested < 0:
+            raise RunnerError("--min-region must be >= 0 pixels (0 keeps every region), got {}".format(requested))
+        return {"value": [0] + [int(requested)] * (classes - 1), "source": "--min-region", "path": None}
+    labels, path = bundle_labels(model_path, "--min-region")
+    value = labels.get("min_region")
+    if value is None:
+        return {"value": None, "source": "none (every region kept)", "path": None}
+    if (not isinstance(value, list) or len(value) != classes
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value)):
+        raise RunnerError("{} records min_region {!r}, not {} pixel counts >= 0: restore the bundle's copy or pass "
+                          "--min-region".format(path, value, classes))
+    return {"value": value, "source": "labels.json (kept on val)", "path": path}
+
+
+def bundle_threshold(model_path):
+    """(threshold, labels.json path) recorded by the bundle next to the model; (None, None) when it records none."""
+    labels, path = bundle_labels(model_path, "--threshold")
+    value = labels.get("threshold")
     if value is None:
         return None, None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -905,7 +980,9 @@ def segmentation_result(args, runtime, model, model_path, sample_path, images, m
     if masks.max() >= logits.shape[1] or masks.min() < 0:
         raise RunnerError("sample masks range {}..{} but the model has {} class(es)".format(
             masks.min(), masks.max(), logits.shape[1]))
-    pred, metrics = segmentation_metrics(logits, masks)
+    min_region = pick_min_region(args.min_region, args.model, logits.shape[1])
+    log("smallest region kept: {} ({})".format(min_region["value"], min_region["source"]))
+    pred, metrics = segmentation_metrics(logits, masks, min_region["value"])
     log("mean Dice {:.4f} on {} sample images".format(metrics["mean_dice"], len(images)))
     out_masks = args.masks_out or (os.path.join(os.path.dirname(os.path.abspath(args.out)), "masks.npz")
                                    if args.out else None)
@@ -919,7 +996,7 @@ def segmentation_result(args, runtime, model, model_path, sample_path, images, m
         "device": device_info(), "runtime": runtime_info, "model": model_info, "batch": args.batch,
         "latency_ms": latency, "throughput_ips": throughput, "iterations": args.iterations, "warmup": args.warmup,
         "sample": {"path": os.path.abspath(sample_path), "n": int(len(images)), "class_names": class_names},
-        "masks": os.path.abspath(out_masks) if out_masks else None,
+        "masks": os.path.abspath(out_masks) if out_masks else None, "min_region": min_region,
         "metrics": metrics,
     })
 
@@ -938,6 +1015,9 @@ def parse_args(argv=None):
     p.add_argument("--threshold", type=float, default=None,
                    help="binary tasks: P(class 1) threshold for accuracy (default: the bundle's labels.json, chosen on val; "
                         "else 0.5)")
+    p.add_argument("--min-region", type=int, default=None,
+                   help="segmentation: predicted regions smaller than this many pixels become background (default: the "
+                        "bundle's labels.json min_region, kept on val; else none; 0 keeps every region)")
     p.add_argument("--build-engine", action="store_true",
                    help="TensorRT: (re)build the engine from the .onnx model (build_engine.sh, else trtexec, else the Python API)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "int8"),

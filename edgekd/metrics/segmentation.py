@@ -278,3 +278,63 @@ def paired_dice_diff(pred, reference_pred, truth, num_classes: int, *, include_b
     diff = mean_score(a, include_background=include_background) - mean_score(b, include_background=include_background)
     stats = _resampled([a, b], classes, resamples, seed)
     return SegPairedDiff(float(diff), None if stats is None else _percentile_ci(stats[0] - stats[1], resamples, level))
+
+
+# ----------------------------------------------------------------------------- small regions
+# A model's false alarm on a lesion-free image is often a speck a few pixels wide, and it costs that image
+# its whole Dice (module docstring). The decision after the argmax may clear regions smaller than any the
+# data set annotates: nnU-Net's connected-component post-processing, kept for a model only when it does
+# not lower that model's val Dice (edgekd.tasks.segmentation). The device runner applies the same rule
+# (edgekd/device/runner.py, numpy only; tests check the two agree).
+
+REGION_PERCENTILE = 1.0  # of the region areas in the train masks, per class
+REGION_FRACTION = 0.5  # min_region = this fraction of that percentile, in pixels
+
+
+def _regions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels H×W, area per label; label 0 is the outside) of the 8-connected regions of one boolean mask."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    return labels, np.bincount(labels.ravel(), minlength=n + 1)
+
+
+def region_areas(masks, num_classes: int) -> list[np.ndarray]:
+    """Per class c: the pixel areas of the 8-connected regions of class c in every mask of N×H×W label maps."""
+    masks, _ = _maps(masks, masks, num_classes)
+    out = [[] for _ in range(num_classes)]
+    for m in masks:
+        for c in range(1, num_classes):
+            if (m == c).any():
+                out[c].append(_regions(m == c)[1][1:])
+    return [np.concatenate(a) if a else np.zeros(0, dtype=np.int64) for a in out]
+
+
+def derive_min_region(train_masks, num_classes: int) -> list[int]:
+    """Per class: half the 1st-percentile area of its regions in the train masks (0 for background and for
+    a class with no region), the smallest predicted region the decision keeps."""
+    out = []
+    for c, areas in enumerate(region_areas(train_masks, num_classes)):
+        out.append(0 if c == 0 or not len(areas)
+                   else int(REGION_FRACTION * float(np.percentile(areas, REGION_PERCENTILE))))
+    return out
+
+
+def remove_small_regions(pred, min_region: list[int]) -> np.ndarray:
+    """N×H×W (or H×W) label maps with every 8-connected region of class c smaller than ``min_region[c]``
+    pixels set to background (0). A copy; class 0 is never touched."""
+    pred = np.asarray(pred)
+    single = pred.ndim == 2
+    out = (pred[None] if single else pred).copy()
+    for c, least in enumerate(min_region):
+        if c == 0 or least <= 1:
+            continue
+        for m in out:
+            mask = m == c
+            if not mask.any():
+                continue
+            labels, areas = _regions(mask)
+            small = areas < least
+            small[0] = False
+            m[small[labels]] = 0
+    return out[0] if single else out

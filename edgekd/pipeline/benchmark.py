@@ -31,9 +31,11 @@ class BenchmarkStage(Stage):
         teacher = teacher_reference(cands)
         batch = cfg.bench.batch or profile.batch
 
+        rule = task.decision_rule(data, cfg, run.log)
+
         def evaluate(reference):
             return lambda c, val_logits, test_logits: task.evaluate(c, val_logits, val[1], test_logits, test[1], cfg,
-                                                                    reference, data.num_classes, cfg.seed)
+                                                                    reference, data.num_classes, cfg.seed, rule)
 
         measure(teacher, val, test, cfg.bench, inp.threads, reference=None, seed=cfg.seed, batch=batch,
                 evaluate=evaluate(None))

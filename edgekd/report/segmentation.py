@@ -80,6 +80,7 @@ def seg_markdown(report: dict) -> list[str]:
         lines += [f"| {c['name']} | {_fmt(m.get('val_dice_present'), '.4f')} | {_alarms(m, 'val_')} | "
                   f"{_fmt(m.get('dice_present'), '.4f')} | {_alarms(m, '')} |"
                   for c in split for m in [c["metrics"]]]
+    lines += small_regions_lines(report)
     vs = [(c["name"], c["metrics"]["vs_teacher"]) for c in report["candidates"]
           if c.get("role") == "student" and (c.get("metrics") or {}).get("vs_teacher")]
     if vs:
@@ -90,6 +91,22 @@ def seg_markdown(report: dict) -> list[str]:
         lines += ["", f"### Worst test images of the shipped model (`{OVERLAY_FILE}`: image, truth, teacher, student)",
                   "", "| test image | student Dice | teacher Dice |", "|---|---|---|"]
         lines += [f"| {o['index']} | {o['student_dice']:.4f} | {o['teacher_dice']:.4f} |" for o in cases]
+    return lines
+
+
+def small_regions_lines(report: dict) -> list[str]:
+    """report.md's "Small regions" part: the rule, where its sizes came from, each model's val Dice with and without."""
+    rule = (report.get("segmentation") or {}).get("small_regions")
+    if not rule:
+        return []
+    lines = ["", "### Small regions", "", f"- smallest region kept per class: {rule['min_region']} px ({rule['source']})",
+             f"- {rule['rule']}", "", "| candidate | val Dice (argmax) | val Dice (small regions cleared) | kept |",
+             "|---|---|---|---|"]
+    for c in report["candidates"]:
+        d = (c.get("metrics") or {}).get("decision")
+        if d:
+            lines.append(f"| {c['name']} | {_fmt(d['val_dice_argmax'], '.4f')} | {_fmt(d['val_dice_cleared'], '.4f')} | "
+                         f"{'yes' if d['applied'] else 'no'} |")
     return lines
 
 
@@ -141,6 +158,11 @@ def seg_html(report: dict, out: Path | None) -> str:
     parts = ["<h2>Candidates (test split)</h2>",
              f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>",
              f"<p class='muted'>{escape((report.get('segmentation') or {}).get('metric', ''))}</p>"]
+    rule = (report.get("segmentation") or {}).get("small_regions")
+    if rule:
+        kept = ", ".join(rule["kept_by"]) or "none"
+        parts.append(f"<p class='muted'>Small regions: smallest region kept per class {escape(str(rule['min_region']))} "
+                     f"px ({escape(rule['source'])}); {escape(rule['rule'])}. Kept by: {escape(kept)}.</p>")
     png = Path(out) / OVERLAY_FILE if out is not None else None
     if png is not None and png.exists():
         data = base64.b64encode(png.read_bytes()).decode("ascii")

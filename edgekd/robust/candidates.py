@@ -70,10 +70,18 @@ def mean_dice_of(num_classes: int) -> Callable[[np.ndarray, np.ndarray], float]:
     return lambda pred, truth: mean_score(dice_scores(pred, truth, num_classes))
 
 
-def _argmax_masks(runner: Any) -> Callable[[np.ndarray], np.ndarray]:
+def _argmax_masks(runner: Any, cand: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The candidate's masks as its report scores them: argmax, then its small-region rule if val kept it."""
     from ..lower._base import predict_batched
+    from ..metrics.segmentation import remove_small_regions
 
-    return lambda x: predict_batched(runner, x, batch_size=len(x), desc="robustness").argmax(1).astype(np.uint8)
+    rule = getattr(cand.metrics, "min_region", None)
+
+    def masks(x: np.ndarray) -> np.ndarray:
+        pred = predict_batched(runner, x, batch_size=len(x), desc="robustness").argmax(1).astype(np.uint8)
+        return pred if rule is None else remove_small_regions(pred, rule)
+
+    return masks
 
 
 def evaluate_candidates(teacher: Any, cands: list, profile: Any, splits: dict[str, tuple[np.ndarray, np.ndarray]], *,
@@ -96,7 +104,7 @@ def evaluate_candidates(teacher: Any, cands: list, profile: Any, splits: dict[st
     for split, (x, y) in splits.items():
         idx = subset(len(x), max_images, seed)
         images[split], available[split] = len(idx), len(x)
-        models = {c.name: (_argmax_masks(runner_for(c, cands)) if masks else runner_for(c, cands)) for c in chosen}
+        models = {c.name: (_argmax_masks(runner_for(c, cands), c) if masks else runner_for(c, cands)) for c in chosen}
         results = robustness_of(models, x[idx], None if masks else y[idx], metric_fn, shifts, seed, mean=mean,
                                 std=std, masks=y[idx] if masks else None, metric=metric)
         for c in chosen:

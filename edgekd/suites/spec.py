@@ -71,6 +71,7 @@ SETTINGS: dict[str, tuple[str | None, str, str]] = {
     "max_sensitivity_drop": (None, "max_sensitivity_drop", "float"),
     "max_robust_drop": (None, "max_robust_drop", "float"),
     "robust_images": ("bench", "robust_images", "int"),
+    "min_region": ("bench", "min_region", "int"),
     "operating_point": ("bench", "operating_point", "str"),
     "seed": (None, "seed", "int"),
     "max_samples": (None, "max_samples", "int"),

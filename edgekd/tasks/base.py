@@ -66,9 +66,15 @@ class Task:
     def targets(self, split) -> np.ndarray:
         return self.objective.targets(split).numpy()
 
+    def decision_rule(self, data, cfg: CompressConfig, log: Log) -> Any:
+        """What the decision after the model's outputs is derived from the train split, once per run, for
+        :meth:`evaluate` (segmentation: the smallest region kept per class); None: nothing."""
+        return None
+
     def evaluate(self, cand: Candidate, val_logits: np.ndarray, val_targets: np.ndarray, test_logits: np.ndarray,
-                 test_targets: np.ndarray, cfg: CompressConfig, reference, num_classes: int, seed: int) -> Any:
-        """The candidate's metrics object (``Candidate.metrics``)."""
+                 test_targets: np.ndarray, cfg: CompressConfig, reference, num_classes: int, seed: int,
+                 rule: Any = None) -> Any:
+        """The candidate's metrics object (``Candidate.metrics``); ``rule``: :meth:`decision_rule`'s."""
         raise NotImplementedError
 
     def budget(self, profile: TargetProfile, cfg: CompressConfig):

@@ -27,6 +27,9 @@ class ClassificationTask(Task):
         if cfg.max_dice_drop is not None:
             raise InputError("--max-dice-drop is a segmentation budget: use --max-auc-drop for a classifier, or "
                              "--task segmentation")
+        if cfg.bench.min_region is not None:
+            raise InputError("--min-region is for segmentation (the smallest predicted region kept): drop it, or "
+                             "add --task segmentation")
 
     def load_data(self, cfg, pre, log: Log):
         from ..data import load_dataset
@@ -97,7 +100,8 @@ class ClassificationTask(Task):
 
         return create_student(name, channels, num_classes, seed=seed)
 
-    def evaluate(self, cand, val_logits, val_targets, test_logits, test_targets, cfg, reference, num_classes, seed):
+    def evaluate(self, cand, val_logits, val_targets, test_logits, test_targets, cfg, reference, num_classes, seed,
+                 rule=None):
         from ..metrics.classification import evaluate_logits
 
         target = reference.val_sensitivity if reference is not None and reference is not cand.metrics else None

@@ -24,6 +24,7 @@ class SegScores:
     val_dice_present: float | None = None  # val Dice over the images whose truth holds the class
     val_false_alarms: int | None = None  # val images whose truth lacks a foreground class the model marks (summed)
     val_images_without: int | None = None  # val (image, foreground class) pairs whose truth lacks the class
+    decision: dict | None = None  # the small-region rule for this model: derived, applied (on val's say), val Dice
 
     @property
     def dice(self) -> float:
@@ -39,7 +40,13 @@ class SegScores:
                 "per_class": {"dice": t["dice"], "iou": t["iou"], "hd95": t["hd95"],
                               "hd95_undefined": t["hd95_undefined"], "dice_present": t["dice_present"],
                               "false_alarms": t["false_alarms"], "images_without": t["images_without"]},
-                "n_images": t["n_images"], "vs_teacher": self.vs_teacher}
+                "n_images": t["n_images"], "vs_teacher": self.vs_teacher, "decision": self.decision}
+
+    @property
+    def min_region(self) -> list[int] | None:
+        """The smallest region kept per class when this model's decision clears small ones, else None."""
+        d = self.decision or {}
+        return d.get("min_region") if d.get("applied") else None
 
 
 def _foreground_sum(per_class: list[int] | None) -> int | None:
@@ -145,7 +152,23 @@ class SegmentationTask(Task):
 
         return create_seg_student(name, channels, num_classes, seed=seed)
 
-    def evaluate(self, cand, val_logits, val_targets, test_logits, test_targets, cfg, reference, num_classes, seed):
+    def decision_rule(self, data, cfg, log: Log) -> list[int]:
+        """The smallest predicted region kept per class (pixels, 8-connected): ``bench.min_region`` for every
+        foreground class, or, unset, derived from (a seeded sample of) the train masks."""
+        from ..metrics.segmentation import derive_min_region
+
+        k, asked = data.num_classes, cfg.bench.min_region
+        if asked is not None:
+            return [0] + [int(asked)] * (k - 1)
+        masks = data.train.masks
+        idx = _sample(len(masks), MIN_REGION_SAMPLE, cfg.seed)
+        rule = derive_min_region(masks[torch.as_tensor(idx)].numpy(), k)
+        log(f"smallest region kept per foreground class: {rule[1:]} px (half the 1st-percentile region area of "
+            f"{len(idx)} train masks); each model keeps the rule only if its val Dice does not drop")
+        return rule
+
+    def evaluate(self, cand, val_logits, val_targets, test_logits, test_targets, cfg, reference, num_classes, seed,
+                 rule=None):
         from ..metrics.segmentation import (
             dice_from_counts,
             dice_scores,
@@ -154,11 +177,23 @@ class SegmentationTask(Task):
             overlap_counts,
             paired_dice_diff,
             presence_from_counts,
+            remove_small_regions,
         )
 
         val_pred, test_pred = val_logits.argmax(1), test_logits.argmax(1).astype(np.uint8)
         val_counts = overlap_counts(val_pred, val_targets, num_classes)  # counted once for both figures
         val_dice = mean_score(dice_from_counts(*val_counts))
+        decision = None
+        if rule is not None and max(rule) > 1:  # nnU-Net's rule: keep the post-processing if val does not lose
+            cleared = remove_small_regions(val_pred, rule)
+            cleared_counts = overlap_counts(cleared, val_targets, num_classes)
+            cleared_dice = mean_score(dice_from_counts(*cleared_counts))
+            applied = bool(cleared_dice >= val_dice)
+            decision = {"min_region": [int(v) for v in rule], "applied": applied,
+                        "val_dice_argmax": val_dice, "val_dice_cleared": cleared_dice}
+            if applied:
+                val_pred, val_counts, val_dice = cleared, cleared_counts, cleared_dice
+                test_pred = remove_small_regions(test_pred, rule)
         _, val_present, val_alarms, val_without = presence_from_counts(*val_counts)
         test = evaluate_segmentation(test_pred, test_targets, num_classes, resamples=cfg.bench.bootstrap_resamples,
                                      seed=seed)
@@ -170,7 +205,7 @@ class SegmentationTask(Task):
             vs = {"dice_diff": diff.dice_diff, "ci": list(diff.ci) if diff.ci is not None else None,
                   "margin": cfg.max_dice_drop, "method": "paired percentile bootstrap over test images"}
         return SegScores(val_dice, test, vs, per_image, test_pred, val_present, _foreground_sum(val_alarms),
-                         _foreground_sum(val_without))
+                         _foreground_sum(val_without), decision)
 
     def choose(self, cands, profile, teacher, budget):
         from ..ship import choose_segmentation
@@ -183,7 +218,8 @@ class SegmentationTask(Task):
         teacher = teacher_reference(cands)
         section = {"metric": "mean foreground Dice per image (an image with the class in neither mask is skipped; "
                              "a false positive on an empty mask scores 0), IoU likewise, HD95 in pixels",
-                   "class_names": data.class_names, "teacher": teacher.name, "overlays": []}
+                   "class_names": data.class_names, "teacher": teacher.name, "overlays": [],
+                   "small_regions": _small_regions(cands, cfg)}
         if shipped is not None and shipped.metrics is not None and shipped.metrics.per_image_dice is not None:
             scores = np.nan_to_num(shipped.metrics.per_image_dice, nan=1.0)  # nothing to find, nothing found
             worst = np.argsort(scores, kind="stable")[:OVERLAYS]
@@ -207,6 +243,41 @@ class SegmentationTask(Task):
         return {"masks": split.masks.numpy().astype(np.uint8)}
 
     def labels_json(self, shipped: dict, data) -> dict:
-        return {"task": self.name, "class_names": data.class_names, "num_classes": data.num_classes,
-                "outputs": "per-pixel logits N×K×H×W, one channel per class in this order",
-                "decision": "argmax over classes at every pixel (0 is background)"}
+        """The decision the device runner applies: the argmax, then the small-region rule if val kept it."""
+        out = {"task": self.name, "class_names": data.class_names, "num_classes": data.num_classes,
+               "outputs": "per-pixel logits N×K×H×W, one channel per class in this order",
+               "decision": "argmax over classes at every pixel (0 is background)", "min_region": None}
+        d = (shipped.get("metrics") or {}).get("decision") or {}
+        if d.get("applied"):
+            out["decision"] = ("argmax over classes at every pixel (0 is background), then every 8-connected region "
+                               "of class c smaller than min_region[c] pixels becomes background")
+            out["min_region"] = d["min_region"]
+        return out
+
+
+def _small_regions(cands, cfg) -> dict | None:
+    """report.json segmentation.small_regions: the rule, where it came from, and which models kept it on val."""
+    decided = {c.name: c.metrics.decision for c in cands
+               if isinstance(c.metrics, SegScores) and c.metrics.decision is not None}
+    if not decided:
+        return None
+    rule = next(iter(decided.values()))["min_region"]
+    return {"min_region": rule,
+            "source": "--min-region" if cfg.bench.min_region is not None else
+                      f"half the 1st-percentile area of the 8-connected regions of each class in (up to "
+                      f"{MIN_REGION_SAMPLE}) train masks",
+            "rule": "after the argmax, every 8-connected region of class c smaller than min_region[c] pixels becomes "
+                    "background; each model keeps this only if its val mean Dice does not drop (nnU-Net's "
+                    "post-processing rule); every figure of a model that keeps it, test included, is of the cleared "
+                    "masks, and its bundle's runner applies it",
+            "kept_by": [n for n, d in decided.items() if d["applied"]],
+            "dropped_by": [n for n, d in decided.items() if not d["applied"]]}
+
+
+MIN_REGION_SAMPLE = 2000  # train masks read to derive the smallest region kept (a seeded sample of larger sets)
+
+
+def _sample(n: int, most: int, seed: int) -> np.ndarray:
+    from ..data.preprocess import subset_indices
+
+    return subset_indices(n, most, seed)
