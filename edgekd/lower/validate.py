@@ -10,7 +10,7 @@ against a tolerance chosen by the precision of the candidate:
 |-----------|---------------------|------------------------------|----------------------|
 | fp32      | 0.999               | 1e-3 * s                     | forgiven (see below) |
 | bf16/fp16 | 0.99                | 0.05 * s                     | counted              |
-| int8      | 0.97                | 0.15 * s                     | counted              |
+| int8      | 0.97                | 0.15 * s (per pixel 0.45 * s) | counted             |
 
 with ``s = max(1, max abs(reference))``. Measured here on timm mobilenetv3_small_050,
 resnet10t and efficientnet_b0 (1 channel, 32×32, 512 inputs, briefly trained and untrained):
@@ -37,6 +37,14 @@ from ..errors import InputError, LoweringError, did_you_mean
 # bound is held by all but the worst 1 in 10^4 pixels, not by the single worst of millions (seen: an
 # OpenVINO INT8 U-Net at 128×128, 200 images, agreement 100.0 %, max |Δ| 1.5 on one pixel vs 1.1 allowed).
 PIXEL_QUANTILE = 0.9999
+# The INT8 bound for per-pixel outputs. A quantized U-Net's per-pixel error is larger relative to its logits' range
+# than a classifier's: measured on the segmentation benchmark (U-Net efficientnet_b0 student, 128×128, 200 test
+# images), OpenVINO INT8 vs the NNCF fake-quant torch model at the 99.99th percentile of pixels 0.153·s (ONNX Runtime
+# INT8 of the same file 0.049·s), with 100.0 % pixel agreement and a Dice of 0.995 between the two lesion masks; the
+# classifiers' 0.15·s failed that default run. 0.45 keeps the table's 3× headroom. A broken export still fails:
+# one that loses a class misses by the logits' whole margin on every pixel of it (far more than 1 in 10^4), and
+# every lowered candidate's Dice is measured on val and test before anything ships.
+PIXEL_INT8_REL = 0.45
 
 
 @dataclass(frozen=True)
@@ -44,13 +52,15 @@ class Tolerance:
     min_agreement: float  # fraction of inputs whose top-1 class must match
     rel_max_abs_diff: float  # allowed max abs(delta logit), times max(1, max abs(reference))
     forgive_ties: bool  # a flip between classes within the allowed delta counts as agreeing
+    rel_pixel_abs_diff: float | None = None  # per-pixel outputs: the bound at the PIXEL_QUANTILE, times the same
+    # scale (None: rel_max_abs_diff)
 
 
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(0.999, 1e-3, True),
     "bf16": Tolerance(0.99, 0.05, False),
     "fp16": Tolerance(0.99, 0.05, False),
-    "int8": Tolerance(0.97, 0.15, False),
+    "int8": Tolerance(0.97, 0.15, False, PIXEL_INT8_REL),
 }
 
 
@@ -111,10 +121,11 @@ def compare_logits(name: str, reference: np.ndarray, candidate: np.ndarray, tol:
     """
     n = len(np.asarray(reference))
     ref, cand = _as_logits(name, reference, candidate)
-    allowed = tol.rel_max_abs_diff * max(1.0, float(np.abs(ref).max()))
+    per_pixel = np.asarray(reference).ndim == 4
+    rel = tol.rel_pixel_abs_diff if per_pixel and tol.rel_pixel_abs_diff is not None else tol.rel_max_abs_diff
+    allowed = rel * max(1.0, float(np.abs(ref).max()))
     diff = np.abs(cand - ref)
     max_abs_diff = float(diff.max())
-    per_pixel = np.asarray(reference).ndim == 4
     checked = float(np.quantile(diff.max(axis=1), PIXEL_QUANTILE)) if per_pixel else max_abs_diff
     agreement = _agreement(ref, cand, tie=2 * allowed if tol.forgive_ties else 0.0)
     ok = agreement >= tol.min_agreement and checked <= allowed
