@@ -6,11 +6,11 @@ the |Δlogit| bound is held at the PIXEL_QUANTILE of pixels).
 Two figures are compared
 against a tolerance chosen by the precision of the candidate:
 
-| precision | min top-1 agreement | max abs(delta logit) allowed | near-tie flips       |
-|-----------|---------------------|------------------------------|----------------------|
-| fp32      | 0.999               | 1e-3 * s                     | forgiven (see below) |
-| bf16/fp16 | 0.99                | 0.05 * s                     | counted              |
-| int8      | 0.97                | 0.15 * s (per pixel 0.45 * s) | counted             |
+| precision | min top-1 agreement | max abs(delta logit) allowed  | near-tie flips       |
+|-----------|---------------------|-------------------------------|----------------------|
+| fp32      | 0.999               | 1e-3 * s                      | forgiven (see below) |
+| bf16/fp16 | 0.99                | 0.05 * s                      | counted              |
+| int8      | 0.97                | 0.15 * s (per pixel 0.45 * s) | counted              |
 
 with ``s = max(1, max abs(reference))``. Measured here on timm mobilenetv3_small_050,
 resnet10t and efficientnet_b0 (1 channel, 32×32, 512 inputs, briefly trained and untrained):
@@ -119,9 +119,9 @@ def compare_logits(name: str, reference: np.ndarray, candidate: np.ndarray, tol:
     ``edgekd verify`` (re-run outputs against the recorded ones, a tighter tolerance). Raises
     LoweringError on a shape mismatch or non-finite values.
     """
-    n = len(np.asarray(reference))
+    raw = np.asarray(reference)
+    n, per_pixel = len(raw), raw.ndim == 4  # N×K×H×W: one row per pixel below
     ref, cand = _as_logits(name, reference, candidate)
-    per_pixel = np.asarray(reference).ndim == 4
     rel = tol.rel_pixel_abs_diff if per_pixel and tol.rel_pixel_abs_diff is not None else tol.rel_max_abs_diff
     allowed = rel * max(1.0, float(np.abs(ref).max()))
     diff = np.abs(cand - ref)
