@@ -83,6 +83,9 @@ def test_preprocess_accepts_float_and_single_channel_last_axis():
     ref = pp.preprocess(u8, Preprocessing())
     torch.testing.assert_close(pp.preprocess(u8.astype(np.float64), Preprocessing()), ref)
     torch.testing.assert_close(pp.preprocess(u8[..., None], Preprocessing()), ref)
+    f32 = u8.astype(np.float32)  # scaled in place inside: on a copy, never on the caller's pixels
+    torch.testing.assert_close(pp.preprocess(f32, Preprocessing()), ref)
+    assert np.array_equal(f32, u8.astype(np.float32))
 
 
 def test_preprocess_resize_is_antialiased_bilinear():

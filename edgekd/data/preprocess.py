@@ -128,12 +128,14 @@ def preprocess(images: np.ndarray, pre: Preprocessing) -> torch.Tensor:
     for start in range(0, n, step):
         raw = images[start : start + step]
         _check_values(raw)
-        x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32))
+        # one float copy of the chunk, scaled and normalised in place: a streamed split is preprocessed chunk
+        # by chunk, and each temporary the size of a chunk stays in the process's heap once freed
+        x = torch.from_numpy(np.array(raw, dtype=np.float32, copy=True))
         x = x.unsqueeze(1) if images.ndim == 3 else x.permute(0, 3, 1, 2)
-        x = x / 255.0
+        x.div_(255.0)
         if (out_h, out_w) != (h, w):
             x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", antialias=True, align_corners=False)
-        out[start : start + step] = (x - mean) / std
+        out[start : start + step] = x.sub_(mean).div_(std)
     return out
 
 
