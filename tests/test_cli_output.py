@@ -38,3 +38,22 @@ def test_a_long_log_line_stays_one_line_in_a_pipe(monkeypatch, capsys):
     line = "  stage distill: " + "student step figures " * 10
     log_console().print(line, highlight=False)
     assert capsys.readouterr().err == line + "\n"
+
+
+def test_edgekd_warnings_print_as_one_warning_line_and_others_go_to_pythons_printer(monkeypatch, capsys):
+    import warnings
+
+    import edgekd.prune.pruner as pruner
+
+    passed_on = []  # stands in for the printer log_console found (Python's; pytest's recorder here)
+    monkeypatch.setattr(warnings, "showwarning", lambda message, category, filename, *a: passed_on.append(
+        (str(message), category, filename)))  # log_console replaces it; monkeypatch puts the real one back
+    monkeypatch.setenv("COLUMNS", "40")
+    log_console()
+    msg = "pruning could not reach 802920 MACs (the smallest trial had 2309578): [k/6] lower --prune-ratio"
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn_explicit(msg, RuntimeWarning, pruner.__file__, 210)
+        warnings.warn_explicit("from elsewhere", UserWarning, "/some/library/mod.py", 7)
+    assert capsys.readouterr().err == f"warning: {msg}\n"  # one line, brackets kept, no file:line
+    assert passed_on == [("from elsewhere", UserWarning, "/some/library/mod.py")]

@@ -75,6 +75,7 @@ def test_structure_is_smaller_and_the_teacher_is_untouched(teacher, derived, dat
         sorted(rec["removed_blocks"]) == ["layer1.1", "layer2.1", "layer3.1", "layer4.1"]
     assert all(isinstance(model.get_submodule(n), torch.nn.Identity) for n in rec["removed_blocks"])
     assert rec["macs"] <= rec["macs_target"] and rec["macs"] == count_macs(model, data.val.images[:1])
+    assert rec["macs_target_reached"] is True
     assert rec["params"] < rec["params_teacher"] and 0 < rec["channel_ratio"] < 1
     widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert max(widths) < 128 and all(w % 8 == 0 for w in widths)
@@ -84,6 +85,19 @@ def test_structure_is_smaller_and_the_teacher_is_untouched(teacher, derived, dat
     assert torch.equal(teacher.logits(data.val.images), before)
     assert all(torch.equal(v, state[k]) for k, v in teacher.module.state_dict().items())
     assert not teacher.module.training and count_params(teacher.module) == rec["params_teacher"]
+
+
+def test_a_budget_below_the_last_channels_is_recorded_not_warned(teacher, data):
+    """The derived student is cut as far as its layers allow; the run says so in its log (no raw warning)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = derive_student(teacher, example=data.val.images[:1], val_images=data.val.images,
+                            val_teacher_logits=teacher.logits(data.val.images), train_images=data.train.images, macs=1)
+    rec = ds.record
+    assert rec["macs_target_reached"] is False and rec["macs_target"] == 1
+    assert 1 < rec["macs"] < rec["macs_teacher"] and rec["macs"] == count_macs(ds.model, data.val.images[:1])
 
 
 def test_the_start_inherits_the_teachers_knowledge(teacher, derived, data):

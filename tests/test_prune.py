@@ -69,6 +69,14 @@ def test_prune_reaches_macs_target_and_removes_channels(name, data, tl):
     assert [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)] == convs_before
 
 
+def test_a_ratio_past_the_last_channels_warns_with_the_fix_and_keeps_the_smallest(data, tl):
+    model = student("lcnet_050")
+    with pytest.warns(RuntimeWarning, match=r"pruning could not reach \d+ MACs .*lower --prune-ratio"):
+        res = prune(model, data, tl, PruneConfig(depth=0, ratio=0.94, steps=1), DCFG, finetune_steps=0,
+                    recovery_steps=0)
+    assert res.steps[0]["target_macs"] < res.macs_after < res.macs_before
+
+
 @pytest.mark.parametrize("name, importance", [("lcnet_050", "taylor"), ("efficientnet_b0", "magnitude"),
                                               ("mobilenetv3_small_050", "taylor")])
 def test_prune_other_students_one_step(name, importance, data, tl):

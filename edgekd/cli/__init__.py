@@ -1,7 +1,9 @@
 """The ``edgekd`` command line: small commands over library functions; heavy imports inside them."""
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -37,10 +39,30 @@ def print_whole(table) -> None:
 
 
 def log_console():
-    """The stderr console of a command's log: a line is never broken to fit a width (a pipe reads 80)."""
-    from rich.console import Console
+    """The stderr console of a command's log: a line is never broken to fit a width (a pipe reads 80).
 
-    return Console(stderr=True, soft_wrap=True)
+    edgekd's own warnings print on it as one ``warning: …`` line (not Python's file:line and source
+    line); other libraries' warnings keep Python's format.
+    """
+    import warnings
+
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(stderr=True, soft_wrap=True)
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(Path(filename).resolve()).startswith(_PACKAGE):
+            console.print(Text.assemble(("warning: ", "yellow"), str(message)), highlight=False)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    return console
+
+
+_PACKAGE = str(Path(__file__).resolve().parent.parent) + os.sep
 
 
 from . import bench as _bench  # noqa: E402,F401

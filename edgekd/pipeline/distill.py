@@ -60,6 +60,9 @@ class DistillStage(Stage):
                                 macs=reference_macs(inp.example, inp.data.num_classes, ref),
                                 temperature=cfg.distill.temperature, base=run.build_student(name))
             start, loaded = ds.model, None
+            if not ds.record["macs_target_reached"]:
+                run.log(f"student: the teacher's network is down to its last channels at {ds.record['macs'] / 1e6:.2f} M "
+                        f"MACs, above {ref}'s {ds.record['macs_target'] / 1e6:.2f} M; it starts from there")
             info.update(start="derived from the teacher", derived={**ds.record, "macs_reference": ref})
         else:
             start, loaded = run.starting_student(name)

@@ -187,6 +187,7 @@ def derive_student(
         "params_teacher": params0,
         "macs_target": macs,
         "macs": trial.macs,
+        "macs_target_reached": trial.reached,  # False: cut as far as the layers allow (their last channels)
         "params": count_params(model),
         "channel_ratio": round(trial.ratio, 4),
         "round_to": ROUND_TO,

@@ -61,6 +61,7 @@ class _Trial:
     ratio: float
     model: torch.nn.Module
     macs: int
+    reached: bool = True  # False: no ratio got under the target; this is the smallest copy tried
 
 
 def prune(
@@ -112,6 +113,8 @@ def prune(
         taylor = cfg.importance == "taylor"
         grads = _taylor_grads(model, data, teacher_logits, distill_cfg, seed + k) if taylor else None
         trial = _prune_to(model, example, target, classifier_name, cfg.importance, grads)
+        if not trial.reached:
+            warn_unreached(target, trial, stacklevel=2)
         obj.check_pruned(trial.model, example, data.num_classes)
         tuned = distill(trial.model, data, teacher_logits, distill_cfg, steps=finetune_steps, seed=seed + k,
                         desc=f"prune {k}/{cfg.steps} fine-tune", keep_start=True)
@@ -179,7 +182,8 @@ def _prune_to(model: torch.nn.Module, example: torch.Tensor, target: int, classi
     MACs shrink roughly with (1 − r)² when every layer keeps a fraction 1 − r of its channels,
     so each trial predicts the next ratio from that law, kept inside the bracket of ratios
     already known to be too weak / strong enough (a safeguarded Newton search on a step function).
-    When no trial gets under ``target``, the smallest one is returned, with a warning.
+    When no trial gets under ``target``, the smallest one is returned with ``reached=False``: the
+    caller says so in its own terms (:func:`warn_unreached` for a ratio the user can lower).
     """
     current = count_macs(model, example)
     if current <= target:
@@ -203,10 +207,15 @@ def _prune_to(model: torch.nn.Module, example: torch.Tensor, target: int, classi
         r = guess if lo < guess < hi else (lo + hi) / 2.0
     if best is None:  # the smallest trial, not the strongest ratio: near the top, rounding to multiples of 8
         # makes Torch-Pruning leave whole layers uncut, so MACs can rise again with the ratio
-        warnings.warn(f"pruning could not reach {target} MACs (the smallest trial had {smallest.macs}): some "
-                      "layers are down to their last channels; lower --prune-ratio", RuntimeWarning, stacklevel=3)
+        smallest.reached = False
         return smallest
     return best
+
+
+def warn_unreached(target: int, trial: _Trial, stacklevel: int = 1) -> None:
+    """The warning for a channel step whose MACs target no ratio reached (``trial``: the smallest copy)."""
+    warnings.warn(f"pruning could not reach {target} MACs (the smallest trial had {trial.macs}): some layers are "
+                  "down to their last channels; lower --prune-ratio", RuntimeWarning, stacklevel=stacklevel + 1)
 
 
 def _prune_copy(model: torch.nn.Module, example: torch.Tensor, ratio: float, classifier_name: str,

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import EdgekdError, InputError, did_you_mean
 from ..models.stats import count_macs, count_params
-from .pruner import IMPORTANCE, _prune_to
+from .pruner import IMPORTANCE, _prune_to, warn_unreached
 
 
 @dataclass
@@ -79,6 +79,8 @@ def prune_seg_to(model: torch.nn.Module, example: torch.Tensor, target_macs: int
     macs0, params0 = count_macs(model, example), count_params(model)
     trial = _prune_to(model, example, target_macs, seg_head_name(model), importance,
                       grads if importance == "taylor" else None)
+    if not trial.reached:
+        warn_unreached(target_macs, trial, stacklevel=2)
     pruned = trial.model.eval()
     with torch.no_grad():
         out = tuple(pruned(example).shape)
