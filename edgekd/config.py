@@ -68,7 +68,8 @@ class DistillConfig:
     alpha: float = 0.3  # weight of the hard-label CE term
     min_fraction: float = 0.6  # no early stop before this share of the budget has been trained
     patience: int = 4  # after min_fraction: evaluations without a lower val KL before stopping
-    evaluations: int = 20  # val evaluations over the budget (selection by val KL to the teacher, AUC as a guard)
+    evaluations: int = 20  # val evaluations over the budget at most (selection by val KL to the teacher, AUC as a
+    # guard); fewer when the budget trains on less than 2 val splits' worth of images between two (trainer.EVAL_GAP_VAL_SPLITS)
     # consistent augmentation (function matching): the teacher sees exactly the view the student sees
     augment: str = "medical"  # "medical" (small affine, brightness, contrast, gamma, noise) or "none"
     flips: bool = False  # horizontal flips: off by default (anatomy has a left and a right)

@@ -212,6 +212,16 @@ def test_no_early_stop_before_the_minimum_budget(data, tl):
     assert res.history[-1]["step"] == 24
 
 
+def test_a_short_run_evaluates_at_most_once_per_two_val_splits_of_trained_images(data, tl):
+    # 40 steps of 32 with 20 evaluations asked: one every 2 steps would score the 96 val images after every 64
+    # trained ones; the gap is 2 × 96 / 32 = 6 steps instead
+    cfg = DistillConfig(batch_size=32, evaluations=20, patience=100)
+    res = distill(TinyCNN(), data, tl, cfg, steps=40)
+    assert [h["step"] for h in res.history] == [0, 6, 12, 18, 24, 30, 36, 40]
+    long = distill(TinyCNN(), data, tl, DistillConfig(batch_size=32, evaluations=4, patience=100), steps=40)
+    assert [h["step"] for h in long.history] == [0, 10, 20, 30, 40]  # rarer than the gap: as asked
+
+
 def test_a_fine_tune_never_returns_something_further_from_the_teacher_than_its_start(data, tl):
     trained = distill(TinyCNN(), data, tl, DistillConfig(batch_size=32), steps=24).model
     start = copy.deepcopy(trained.state_dict())

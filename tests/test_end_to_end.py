@@ -91,6 +91,10 @@ def test_compress_ships_a_verified_student_and_writes_the_report(data_and_teache
     assert distilled["student"] == "from-teacher" and distilled["derived"]["route"] == "onnx2torch"
     assert distilled["derived"]["macs"] <= distilled["derived"]["macs_target"] < distilled["derived"]["macs_teacher"]
     assert "skipped" not in report["stages"]["quantize"]
+    # robustness with no budget to choose on: the reported test split only, every evaluated model
+    rob = report["robustness"]
+    assert rob["max_robust_drop"] is None and set(rob["images"]) == {"test"}
+    assert all(set(r) == {"test"} for r in rob["candidates"].values()) and "val mean drop" not in md
 
 
 def test_a_zoo_student_is_distilled_when_asked(data_and_teacher, tmp_path):
@@ -98,11 +102,16 @@ def test_a_zoo_student_is_distilled_when_asked(data_and_teacher, tmp_path):
     out = tmp_path / "build"
     result = runner.invoke(app, ["compress", "--teacher", str(teacher), "--data", str(npz), "--target", "generic-cpu",
                                  "--out", str(out), "--student", "lcnet_100", "--no-quantize", "--max-auc-drop", "1.0",
-                                 "--max-sensitivity-drop", "1.0", *QUICK])
+                                 "--max-sensitivity-drop", "1.0", "--max-robust-drop", "1.0", *QUICK])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     d = report["stages"]["distill"]
     assert d["student"] == "lcnet_100" and d["start"] == "random init" and "derived" not in d
+    # a robustness budget chooses on val and confirms on test: both are scored
+    rob = report["robustness"]
+    assert rob["max_robust_drop"] == 1.0 and set(rob["images"]) == {"val", "test"}
+    assert all(set(r) == {"val", "test"} for r in rob["candidates"].values())
+    assert "val mean drop" in (out / "report.md").read_text()
 
 
 def test_when_nothing_qualifies_it_exits_non_zero_and_keeps_the_evidence(data_and_teacher, tmp_path):

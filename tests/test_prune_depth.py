@@ -155,3 +155,28 @@ def test_by_cost_still_keeps_a_block_whose_removal_harms():
         teacher = net(x) * 4.0
     step = remove_blocks(net, 1, x, teacher, temperature=1.0, by_cost=True)[1]
     assert step.removed == ["1.0"]
+
+
+def test_the_kd_score_in_pieces_equals_one_pass_over_every_image(monkeypatch):
+    import torch.nn.functional as F
+
+    import edgekd.prune.depth as depth
+
+    net = _two_block_net(0.3, 0.3).eval()
+    x, teacher = torch.rand(50, 1, 16, 16), torch.randn(50, 2)
+    with torch.no_grad():
+        whole = float(F.kl_div(F.log_softmax(net(x) / 2.0, 1), F.softmax(teacher / 2.0, 1), reduction="batchmean"))
+    monkeypatch.setattr(depth, "SCORE_PIXELS", 7 * 16 * 16)  # 7 images a pass: 8 passes, the last one short
+    assert depth._kd_score(net, x, teacher, 2.0) == pytest.approx(whole, rel=1e-5)
+
+
+def test_by_cost_scores_the_model_between_removals_once(monkeypatch):
+    import edgekd.prune.depth as depth
+
+    calls = []
+    real = depth._kd_score
+    monkeypatch.setattr(depth, "_kd_score", lambda m, *a: calls.append(1) or real(m, *a))
+    net = _two_block_net(0.1, 0.1)
+    x, teacher = torch.rand(16, 1, 16, 16), torch.randn(16, 2)
+    step = remove_blocks(net, 2, x, teacher, temperature=1.0, by_cost=True)[1]
+    assert len(step.removed) == 2 and len(calls) == 1 + 2 + 1  # the start, two trials, then the last block's trial

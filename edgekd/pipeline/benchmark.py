@@ -43,15 +43,17 @@ class BenchmarkStage(Stage):
             if c is not teacher:
                 measure(c, val, test, cfg.bench, inp.threads, reference=teacher.metrics, seed=cfg.seed, batch=batch,
                         evaluate=evaluate(teacher.metrics))
+        budget = task.budget(profile, cfg)
         robust = None
         if cfg.bench.robust_images > 0 and task.robustness:
             from ..robust.candidates import evaluate_candidates
 
+            # val only where a robustness budget chooses on it; the reported figures are test's
+            splits = {"val": val, "test": test} if budget.max_robust_drop is not None else {"test": test}
             pre = data.preprocessing
-            robust = evaluate_candidates(teacher, cands, profile, {"val": val, "test": test}, mean=pre.mean,
+            robust = evaluate_candidates(teacher, cands, profile, splits, mean=pre.mean,
                                          std=pre.std, seed=cfg.seed, max_images=cfg.bench.robust_images,
                                          metric=task.robust_metric, num_classes=data.num_classes, log=run.log)
-        budget = task.budget(profile, cfg)
         shipped, ship_info = task.choose(cands, profile, teacher.metrics, budget)
         ship_info["budget_source"] = {k: v for k, v in budget.source.items() if k in task.budgets}
         ship_info["teacher_candidate"] = teacher.name

@@ -206,8 +206,9 @@ def robustness_html(report: dict) -> str:
         rows.append("<tr>" + _cell(name, cls="") + _cell(sev) + _cell(par, cls="")
                     + _cell(_fmt(t and t["metric"], ".4f")) + _cell(_fmt(t and t["drop"], "+.4f"))
                     + _cell(_fmt(s and s["metric"], ".4f")) + _cell(_fmt(s and s["drop"], "+.4f")) + "</tr>")
-    means = [f"<li><code>{escape(n)}</code>: mean drop val {_fmt((r.get('val') or {}).get('mean_drop'), '+.4f')}, "
-             f"test {_fmt((r.get('test') or {}).get('mean_drop'), '+.4f')}</li>" for n, r in sec["candidates"].items()]
+    means = [f"<li><code>{escape(n)}</code>: mean drop "
+             + (f"val {_fmt(r['val'].get('mean_drop'), '+.4f')}, " if r.get("val") else "")
+             + f"test {_fmt((r.get('test') or {}).get('mean_drop'), '+.4f')}</li>" for n, r in sec["candidates"].items()]
     desc = "".join(f"<li><code>{escape(s['name'])}@{s['severity']}</code>: {escape(s['description'])}</li>"
                    for s in sec["shifts"])
     return ("<h2>Robustness under acquisition shift (test)</h2>"

@@ -1,4 +1,4 @@
-"""Robustness of a run's candidates: the teacher reference and every student that could ship, on val and test.
+"""Robustness of a run's candidates: the teacher reference and every student that could ship, on test (and val for a budget).
 
 The benchmark stage calls :func:`evaluate_candidates` after the clean figures are measured. Only
 the teacher and the deployable students (the target's runtime and precisions, with metrics) are
@@ -78,7 +78,7 @@ def _argmax_masks(runner: Any, cand: Any) -> Callable[[np.ndarray], np.ndarray]:
     rule = getattr(cand.metrics, "min_region", None)
 
     def masks(x: np.ndarray) -> np.ndarray:
-        pred = predict_batched(runner, x, batch_size=len(x), desc="robustness").argmax(1).astype(np.uint8)
+        pred = predict_batched(runner, x, desc="robustness").argmax(1).astype(np.uint8)
         return pred if rule is None else remove_small_regions(pred, rule)
 
     return masks

@@ -68,7 +68,7 @@ def _predictor(model: Any) -> Callable[[np.ndarray], np.ndarray]:
     from ..lower._base import Runner, predict_batched
 
     if isinstance(model, Runner):
-        return lambda x: predict_batched(model, x, batch_size=len(x), desc="robustness")
+        return lambda x: predict_batched(model, x, desc="robustness")
     if callable(model):
         return lambda x: np.asarray(model(x))
     raise InputError(f"robustness needs a runner or a function of a batch, got {type(model).__name__}")
