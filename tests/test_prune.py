@@ -69,12 +69,22 @@ def test_prune_reaches_macs_target_and_removes_channels(name, data, tl):
     assert [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)] == convs_before
 
 
-def test_a_ratio_past_the_last_channels_warns_with_the_fix_and_keeps_the_smallest(data, tl):
-    model = student("lcnet_050")
-    with pytest.warns(RuntimeWarning, match=r"pruning could not reach \d+ MACs .*lower --prune-ratio"):
-        res = prune(model, data, tl, PruneConfig(depth=0, ratio=0.94, steps=1), DCFG, finetune_steps=0,
-                    recovery_steps=0)
-    assert res.steps[0]["target_macs"] < res.macs_after < res.macs_before
+def test_a_ratio_past_the_last_channels_keeps_the_smallest_and_says_so_in_one_line(data, tl):
+    import warnings
+
+    from edgekd.prune.pruner import unreached_text
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the run's log says it, not a warning
+        res = prune(student("lcnet_050"), data, tl, PruneConfig(depth=0, ratio=0.94, steps=2), DCFG,
+                    finetune_steps=0, recovery_steps=0)
+    first, last = res.steps
+    assert first["target_reached"] is True and first["macs"] <= first["target_macs"]
+    assert last["target_reached"] is False and last["target_macs"] < last["macs"] == res.macs_after < res.macs_before
+    line = unreached_text(res.steps, 0.94)
+    assert "\n" not in line and line.startswith(f"prune: channel step 2 ({last['target_macs'] / 1e6:.2f} M) stopped short")
+    assert "last channels" in line and "--prune-ratio 0.94" in line
+    assert unreached_text([first], 0.94) is None
 
 
 @pytest.mark.parametrize("name, importance", [("lcnet_050", "taylor"), ("efficientnet_b0", "magnitude"),

@@ -39,6 +39,7 @@ class PruneStage(Stage):
     def produce(self, run: Run, folder: Path) -> dict:
         from .._device import for_training, to_cpu
         from ..prune import prune
+        from ..prune.pruner import unreached_text
         from ..prune.serialize import save_pruned
 
         cfg, b = run.cfg, run.budget
@@ -46,6 +47,9 @@ class PruneStage(Stage):
         student = for_training(run.student, run.device, copy_first=True)
         res = prune(student, run.inp.data, run.signal, cfg.prune, cfg.distill, finetune_steps=b.finetune,
                     recovery_steps=b.recovery, seed=cfg.seed)
+        short = unreached_text(res.steps, cfg.prune.ratio)
+        if short:
+            run.log(short)
         save_pruned(to_cpu(res.model), self._base(run), folder)
         return {"device": str(run.device), "macs_before": res.macs_before, "macs_after": res.macs_after,
                 "params_before": res.params_before, "params_after": res.params_after, "steps": res.steps}

@@ -81,8 +81,9 @@ def prune(
     each followed by ``finetune_steps`` optimizer steps of distillation so the next step ranks
     channels of a recovered model; then ``recovery_steps`` of distillation on the final structure (skipped
     after depth-only pruning that lost at most RECOVERY_TOLERANCE val score, unless ``cfg.recovery_steps``
-    asked for it). The classifier keeps its outputs. The returned model is a new object when pruning
-    happened; the input model is left unchanged.
+    asked for it). A step whose target no ratio reaches keeps the smallest structure tried and says so in
+    its record (``target_reached`` False; :func:`unreached_text`). The classifier keeps its outputs. The
+    returned model is a new object when pruning happened; the input model is left unchanged.
     """
     obj = objective_for(data)
     cfg = obj.prune_defaults(cfg)  # None: the task's ratio
@@ -113,14 +114,13 @@ def prune(
         taylor = cfg.importance == "taylor"
         grads = _taylor_grads(model, data, teacher_logits, distill_cfg, seed + k) if taylor else None
         trial = _prune_to(model, example, target, classifier_name, cfg.importance, grads)
-        if not trial.reached:
-            warn_unreached(target, trial, stacklevel=2)
         obj.check_pruned(trial.model, example, data.num_classes)
         tuned = distill(trial.model, data, teacher_logits, distill_cfg, steps=finetune_steps, seed=seed + k,
                         desc=f"prune {k}/{cfg.steps} fine-tune", keep_start=True)
         model = tuned.model
         steps.append({"step": k, "macs": trial.macs, "params": count_params(model), score: tuned.best_val_score,
-                      "target_macs": target, "channel_ratio": round(trial.ratio, 4)})
+                      "target_macs": target, "channel_ratio": round(trial.ratio, 4),
+                      "target_reached": trial.reached})  # False: the smallest structure (see unreached_text)
     if unpruned is not None:
         steps[-1][f"{score}_unpruned"] = unpruned
         if steps[-1][score] >= unpruned - RECOVERY_TOLERANCE:
@@ -183,7 +183,8 @@ def _prune_to(model: torch.nn.Module, example: torch.Tensor, target: int, classi
     so each trial predicts the next ratio from that law, kept inside the bracket of ratios
     already known to be too weak / strong enough (a safeguarded Newton search on a step function).
     When no trial gets under ``target``, the smallest one is returned with ``reached=False``: the
-    caller says so in its own terms (:func:`warn_unreached` for a ratio the user can lower).
+    caller says so in its own terms (the prune stage's log line, :func:`unreached_text`; a warning,
+    :func:`warn_unreached`, from a direct call with a MACs target).
     """
     current = count_macs(model, example)
     if current <= target:
@@ -210,6 +211,17 @@ def _prune_to(model: torch.nn.Module, example: torch.Tensor, target: int, classi
         smallest.reached = False
         return smallest
     return best
+
+
+def unreached_text(steps: list[dict], ratio: float) -> str | None:
+    """One line on the channel steps whose MACs target no ratio reached (None when every step reached its own)."""
+    short = [s for s in steps if s.get("target_reached") is False]
+    if not short:
+        return None
+    which = ", ".join(f"{s['step']} ({s['target_macs'] / 1e6:.2f} M)" for s in short)
+    return (f"prune: channel step{'s' if len(short) > 1 else ''} {which} stopped short at "
+            f"{short[-1]['macs'] / 1e6:.2f} M MACs: the student's layers are down to their last channels, so "
+            f"--prune-ratio {ratio:g} asks for more than it has; each step still fine-tunes the smallest structure")
 
 
 def warn_unreached(target: int, trial: _Trial, stacklevel: int = 1) -> None:
