@@ -160,13 +160,14 @@ def test_by_cost_still_keeps_a_block_whose_removal_harms():
 def test_the_kd_score_in_pieces_equals_one_pass_over_every_image(monkeypatch):
     import torch.nn.functional as F
 
+    import edgekd.lower._base as lower_base
     import edgekd.prune.depth as depth
 
     net = _two_block_net(0.3, 0.3).eval()
     x, teacher = torch.rand(50, 1, 16, 16), torch.randn(50, 2)
     with torch.no_grad():
         whole = float(F.kl_div(F.log_softmax(net(x) / 2.0, 1), F.softmax(teacher / 2.0, 1), reduction="batchmean"))
-    monkeypatch.setattr(depth, "SCORE_PIXELS", 7 * 16 * 16)  # 7 images a pass: 8 passes, the last one short
+    monkeypatch.setattr(lower_base, "PREDICT_PIXELS", 7 * 16 * 16)  # 7 images a pass: 8 passes, the last one short
     assert depth._kd_score(net, x, teacher, 2.0) == pytest.approx(whole, rel=1e-5)
 
 

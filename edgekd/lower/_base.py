@@ -74,6 +74,11 @@ def check_model_file(path: str | os.PathLike, suffixes: tuple[str, ...], backend
 PREDICT_IMAGES, PREDICT_PIXELS = 64, 1 << 18
 
 
+def images_per_call(shape: tuple[int, ...]) -> int:
+    """Images per inference call for N×C×H×W inputs of ``shape``: PREDICT_IMAGES, or fewer (PREDICT_PIXELS)."""
+    return max(1, min(PREDICT_IMAGES, PREDICT_PIXELS // max(1, int(np.prod(shape[2:])))))
+
+
 def predict_batched(runner: Runner, images: np.ndarray, batch_size: int | None = None, *,
                     desc: str = "predict") -> np.ndarray:
     """Logits of ``runner`` on every image, run ``batch_size`` images at a time (float32 N×K, or N×K×H×W
@@ -82,7 +87,7 @@ def predict_batched(runner: Runner, images: np.ndarray, batch_size: int | None =
     if len(images) == 0:
         raise InputError("predict_batched got no images")
     if batch_size is None:
-        batch_size = max(1, min(PREDICT_IMAGES, PREDICT_PIXELS // max(1, int(np.prod(images.shape[2:])))))
+        batch_size = images_per_call(images.shape)
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     starts = range(0, len(images), batch_size)
